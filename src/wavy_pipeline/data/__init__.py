@@ -1,0 +1,1 @@
+"""Corpus parsing and audio preprocessing: plain Python, no Kedro."""

@@ -1,0 +1,280 @@
+"""Parse and validate corpora in the Flickr8k Audio Caption Corpus layout.
+
+Every problem becomes a quarantine row (what, where, why) instead of an exception, so a
+dirty corpus still yields its valid utterances; :func:`check_bad_fraction` decides when
+too little is left to go on.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import pandas as pd
+
+QUARANTINE_COLUMNS = ["stage", "kind", "source", "line_no", "key", "reason"]
+UTTERANCE_COLUMNS = [
+    "utterance_id",
+    "wav",
+    "image",
+    "image_id",
+    "caption_index",
+    "caption",
+    "split",
+    "speaker",
+    "unseen_voice",
+    "audio_path",
+    "image_path",
+]
+
+_WAV2CAPT = re.compile(r"^(?P<wav>\S+)\s+(?P<image>\S+)\s+#(?P<n>\d+)$")
+_CAPTION = re.compile(r"^(?P<image>[^\t#]+)#(?P<n>\d+)(?:\t(?P<caption>.*))?$")
+_WAV2SPK = re.compile(r"^(?P<wav>\S+)\s+(?P<speaker>\S+)$")
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be used; the message says what is wrong and where."""
+
+
+def stem(name: str) -> str:
+    """File name without its last suffix: the key PartitionedDataset uses."""
+    return PurePosixPath(name).stem
+
+
+def is_valid_utf8(text: str) -> bool:
+    """False for text decoded with ``surrogateescape`` from bytes that are not UTF-8."""
+    return not any("\udc80" <= char <= "\udcff" for char in text)
+
+
+@dataclass
+class Quarantine:
+    """Collects quarantine rows of one stage."""
+
+    stage: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, kind: str, source: str, line_no: int | None, key: str, reason: str) -> None:
+        self.rows.append(
+            {
+                "stage": self.stage,
+                "kind": kind,
+                "source": source,
+                "line_no": line_no,
+                "key": key,
+                "reason": reason,
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows, columns=QUARANTINE_COLUMNS)
+        return frame.astype({"line_no": "Int64"})
+
+
+def _lines(lines: list[str], source: str, quarantine: Quarantine, kind: str):
+    """Yield (line_no, stripped line), skipping blanks and quarantining non-UTF-8 lines."""
+    for line_no, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not is_valid_utf8(line):
+            quarantine.add(kind, source, line_no, line[:40], "line is not valid UTF-8")
+            continue
+        yield line_no, line
+
+
+def parse_wav2capt(lines: list[str], quarantine: Quarantine) -> pd.DataFrame:
+    """``<wav> <image> #<n>`` lines → one row per utterance; duplicates keep the first."""
+    rows, first_seen = [], {}
+    for line_no, line in _lines(lines, "wav2capt.txt", quarantine, "utterance"):
+        match = _WAV2CAPT.match(line)
+        if not match:
+            reason = "malformed line, expected '<wav> <image.jpg> #<n>'"
+            quarantine.add("utterance", "wav2capt.txt", line_no, line[:80], reason)
+            continue
+        wav, image, n = match["wav"], match["image"], int(match["n"])
+        if wav in first_seen:
+            same = first_seen[wav][1:] == (image, n)
+            what = "duplicate line" if same else "wav listed again for another caption"
+            reason = f"{what} (kept line {first_seen[wav][0]})"
+            quarantine.add("utterance", "wav2capt.txt", line_no, wav, reason)
+            continue
+        first_seen[wav] = (line_no, image, n)
+        rows.append({"wav": wav, "image": image, "caption_index": n, "line_no": line_no})
+    return pd.DataFrame(rows, columns=["wav", "image", "caption_index", "line_no"])
+
+
+def parse_captions(lines: list[str], quarantine: Quarantine) -> pd.DataFrame:
+    """``<image>#<n>\\t<caption>`` lines → (image, caption_index, caption)."""
+    rows, seen = [], set()
+    source = "Flickr8k.token.txt"
+    for line_no, line in _lines(lines, source, quarantine, "caption"):
+        match = _CAPTION.match(line)
+        if not match:
+            reason = "malformed line, expected '<image.jpg>#<n><TAB><caption>'"
+            quarantine.add("caption", source, line_no, line[:80], reason)
+            continue
+        key = (match["image"].strip(), int(match["n"]))
+        caption = " ".join((match["caption"] or "").split())
+        if not caption:
+            quarantine.add("caption", source, line_no, f"{key[0]}#{key[1]}", "empty caption")
+        elif key in seen:
+            quarantine.add("caption", source, line_no, f"{key[0]}#{key[1]}", "duplicate caption id")
+        else:
+            seen.add(key)
+            rows.append({"image": key[0], "caption_index": key[1], "caption": caption})
+    return pd.DataFrame(rows, columns=["image", "caption_index", "caption"])
+
+
+def parse_speakers(lines: list[str], quarantine: Quarantine) -> dict[str, str]:
+    """``<wav> <speaker>`` lines → {wav: speaker}."""
+    speakers: dict[str, str] = {}
+    for line_no, line in _lines(lines, "wav2spk.txt", quarantine, "speaker"):
+        match = _WAV2SPK.match(line)
+        if not match:
+            reason = "malformed line, expected '<wav> <speaker>'"
+            quarantine.add("speaker", "wav2spk.txt", line_no, line[:80], reason)
+        elif speakers.setdefault(match["wav"], match["speaker"]) != match["speaker"]:
+            reason = f"second speaker for this wav (kept '{speakers[match['wav']]}')"
+            quarantine.add("speaker", "wav2spk.txt", line_no, match["wav"], reason)
+    return speakers
+
+
+def parse_splits(
+    split_lines: dict[str, list[str]], image_keys: set[str], quarantine: Quarantine
+) -> dict[str, list[str]]:
+    """Split lists → {image stem: [splits it is listed in]} for images that exist."""
+    membership: dict[str, list[str]] = {}
+    for split, lines in split_lines.items():
+        source = f"Flickr_8k.{split}Images.txt"
+        for line_no, image in _lines(lines, source, quarantine, "split"):
+            if stem(image) not in image_keys:
+                quarantine.add("split", source, line_no, image, "listed image does not exist")
+            elif split not in membership.setdefault(stem(image), []):
+                membership[stem(image)].append(split)
+    return membership
+
+
+def parse_attributes(lines: list[str], quarantine: Quarantine) -> pd.DataFrame:
+    """Optional sidecar CSV with one row of attributes per image (``image`` column)."""
+    if not lines:
+        return pd.DataFrame(columns=["image"])
+    try:
+        table = pd.read_csv(io.StringIO("\n".join(lines)), dtype=str)
+    except (pd.errors.ParserError, ValueError) as exc:
+        quarantine.add("attributes", "attributes.csv", None, "", f"unreadable CSV: {exc}")
+        return pd.DataFrame(columns=["image"])
+    if "image" not in table.columns:
+        quarantine.add("attributes", "attributes.csv", None, "", "no 'image' column")
+        return pd.DataFrame(columns=["image"])
+    duplicated = table["image"].duplicated()
+    for image in table.loc[duplicated, "image"]:
+        quarantine.add("attributes", "attributes.csv", None, image, "duplicate image row")
+    return table.loc[~duplicated].rename(
+        columns={c: f"attr_{c}" for c in table.columns if c != "image"}
+    )
+
+
+def build_utterances(
+    wav2capt: pd.DataFrame,
+    captions: pd.DataFrame,
+    speakers: dict[str, str],
+    splits: dict[str, list[str]],
+    audio_keys: set[str],
+    image_keys: set[str],
+    attributes: pd.DataFrame,
+    quarantine: Quarantine,
+    corpus_root: str = "",
+) -> pd.DataFrame:
+    """Join the parsed files into the utterance table; quarantine what cannot be used.
+
+    ``audio_keys`` / ``image_keys`` are the file stems found under ``wavs/`` and
+    ``Flicker8k_Dataset/``. Each wav2capt record becomes one row or one quarantine entry.
+    """
+    caption_text = {(r.image, r.caption_index): r.caption for r in captions.itertuples()}
+    rows = []
+    for rec in wav2capt.itertuples():
+        image_id = stem(rec.image)
+        split_list = splits.get(image_id, [])
+        problem = None
+        if stem(rec.wav) not in audio_keys:
+            problem = "audio file is missing"
+        elif image_id not in image_keys:
+            problem = f"image {rec.image} is missing"
+        elif (rec.image, rec.caption_index) not in caption_text:
+            problem = f"no caption {rec.image}#{rec.caption_index} (audio without caption)"
+        elif not split_list:
+            problem = f"image {rec.image} is in no split"
+        elif len(split_list) > 1:
+            problem = f"image {rec.image} is in several splits: {', '.join(split_list)}"
+        if problem:
+            quarantine.add("utterance", "wav2capt.txt", rec.line_no, rec.wav, problem)
+            continue
+        rows.append(
+            {
+                "utterance_id": stem(rec.wav),
+                "wav": rec.wav,
+                "image": rec.image,
+                "image_id": image_id,
+                "caption_index": rec.caption_index,
+                "caption": caption_text[(rec.image, rec.caption_index)],
+                "split": split_list[0],
+                "speaker": speakers.get(rec.wav, "unknown"),
+                "audio_path": f"{corpus_root}/flickr_audio/wavs/{rec.wav}",
+                "image_path": f"{corpus_root}/Flicker8k_Dataset/{rec.image}",
+            }
+        )
+    table = pd.DataFrame(rows, columns=[c for c in UTTERANCE_COLUMNS if c != "unseen_voice"])
+    _quarantine_unused(wav2capt, captions, splits, audio_keys, image_keys, quarantine)
+
+    train_speakers = set(table.loc[table["split"] == "train", "speaker"])
+    table["unseen_voice"] = ~table["speaker"].isin(train_speakers)
+    table = table[UTTERANCE_COLUMNS]
+    if len(attributes.columns) > 1:
+        table = table.merge(attributes, on="image", how="left")
+    return table.sort_values("utterance_id", kind="stable").reset_index(drop=True)
+
+
+def _quarantine_unused(wav2capt, captions, splits, audio_keys, image_keys, quarantine) -> None:
+    """Record corpus items no utterance uses: they are reported, never silently dropped."""
+    spoken = set(zip(wav2capt["image"], wav2capt["caption_index"], strict=True))
+    source = "Flickr8k.token.txt"
+    for rec in captions.itertuples():
+        key = f"{rec.image}#{rec.caption_index}"
+        if stem(rec.image) not in image_keys:
+            quarantine.add("caption", source, None, key, "caption of an image that does not exist")
+        elif (rec.image, rec.caption_index) not in spoken:
+            quarantine.add("caption", source, None, key, "caption without audio")
+    listed = {stem(w) for w in wav2capt["wav"]}
+    for key in sorted(audio_keys - listed):
+        quarantine.add("file", "wavs/", None, key, "audio file not listed in wav2capt.txt")
+    for key in sorted(image_keys - set(splits)):
+        quarantine.add("image", "Flicker8k_Dataset/", None, key, "image is in no split")
+
+
+def check_bad_fraction(
+    n_records: int, n_valid: int, quarantine: pd.DataFrame, max_bad_fraction: float
+) -> float:
+    """Fail with a summary of reasons when nothing, or too little, of the corpus is usable.
+
+    Returns:
+        The fraction of wav2capt records that were quarantined.
+    """
+    bad = quarantine[quarantine["kind"] == "utterance"]
+    fraction = len(bad) / n_records if n_records else 1.0
+    if n_valid and fraction <= max_bad_fraction:
+        return fraction
+    reasons = Counter(re.sub(r"\S+\.(jpg|wav)|line \d+", "…", r) for r in bad["reason"])
+    top = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common(5))
+    if not n_valid:
+        raise CorpusError(
+            f"No valid utterance in the corpus ({n_records} wav2capt records). "
+            f"Most common problems: {top or 'wav2capt.txt has no records'}."
+        )
+    raise CorpusError(
+        f"{fraction:.1%} of the {n_records} wav2capt records are unusable, more than "
+        f"max_bad_fraction={max_bad_fraction:.0%}. Most common problems: {top}. "
+        "See the ingestion quarantine table, or raise ingestion.max_bad_fraction."
+    )

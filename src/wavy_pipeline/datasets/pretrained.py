@@ -1,0 +1,75 @@
+"""Hugging Face objects (models, processors, tokenizers, diffusers pipelines) as datasets."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from kedro.io.core import DatasetError
+
+from wavy_pipeline.datasets._atomic import AtomicVersionedDataset
+
+
+def import_class(class_name: str) -> type:
+    """``"transformers.HubertForCTC"`` → the class."""
+    module, _, name = class_name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise DatasetError(f"Cannot import '{class_name}': {exc}") from exc
+
+
+class PretrainedDataset(AtomicVersionedDataset[Any, Any]):
+    """Anything with ``from_pretrained`` / ``save_pretrained``, by hub id or folder.
+
+    The same entry loads a hub checkpoint in the paper's configuration and a folder the
+    project trained in the demo, exactly as ``from_pretrained(name_or_path)`` would.
+    Versioned entries are folders written with ``save_pretrained``, atomically.
+
+    Example:
+        ```yaml
+        hubert_processor:
+          type: wavy_pipeline.datasets.PretrainedDataset
+          class_name: transformers.AutoFeatureExtractor
+          name_or_path: facebook/hubert-large-ls960-ft   # or a local folder
+        ```
+
+    Args:
+        name_or_path: Hub id or local folder (the versioned folder when versioned).
+        class_name: Importable class with ``from_pretrained``.
+        load_args: Keyword arguments of ``from_pretrained`` (``torch_dtype``, …).
+        save_args: Keyword arguments of ``save_pretrained``.
+    """
+
+    def __init__(self, *, name_or_path: str, class_name: str, **kwargs: Any) -> None:
+        super().__init__(filepath=name_or_path, **kwargs)
+        self._name_or_path = name_or_path
+        self._class_name = class_name
+
+    def load(self) -> Any:
+        if self._version:
+            return super().load()
+        local = Path(self._name_or_path)
+        return self._read(local if local.exists() else self._name_or_path)
+
+    def _read(self, path: Path | str) -> Any:
+        cls = import_class(self._class_name)
+        try:
+            return cls.from_pretrained(str(path), **self._load_args)
+        except OSError as exc:
+            raise DatasetError(
+                f"Could not load {self._class_name} from '{path}': it is not a local folder "
+                "and the Hugging Face hub could not provide it. Download it first "
+                "(huggingface-cli download …) or point the catalog at a local folder; "
+                f"see README 'Reproduce the paper'. ({exc})"
+            ) from exc
+
+    def _write(self, data: Any, path: Path) -> None:
+        data.save_pretrained(str(path), **self._save_args)
+
+    def _exists(self) -> bool:
+        return Path(self._get_load_path()).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return super()._describe() | {"class_name": self._class_name}

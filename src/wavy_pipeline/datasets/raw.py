@@ -1,0 +1,95 @@
+"""Read-only datasets for the raw corpus: metadata text files and audio files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+from kedro.io import AbstractDataset
+from kedro.io.core import DatasetError
+
+from wavy_pipeline.data.audio import Audio
+
+
+class TextLinesDataset(AbstractDataset[None, list[str]]):
+    """A text file read as a list of lines, without ever failing on bad bytes.
+
+    Lines are decoded as UTF-8 with ``surrogateescape``: a line that is not valid UTF-8
+    keeps its bytes as lone surrogates, so the parser can put it in quarantine with a
+    reason (see :func:`wavy_pipeline.data.corpus.is_valid_utf8`) instead of crashing.
+
+    Args:
+        filepath: Path of the text file.
+        optional: If true, a missing file loads as no lines (for sidecar files that
+            only some corpora have) instead of raising.
+    """
+
+    def __init__(self, *, filepath: str, optional: bool = False, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self._optional = optional
+        self.metadata = metadata
+
+    def load(self) -> list[str]:
+        if not self._filepath.is_file():
+            if self._optional:
+                return []
+            raise DatasetError(
+                f"Corpus file '{self._filepath}' does not exist. Check `corpus_root` "
+                "(kedro run --params corpus_root=DIR) and the Flickr8k Audio layout in README."
+            )
+        text = self._filepath.read_bytes().decode("utf-8", errors="surrogateescape")
+        return text.removeprefix("\ufeff").splitlines()
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self} is read-only: the raw corpus is never written.")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "optional": self._optional}
+
+
+class AudioDataset(AbstractDataset[None, Audio]):
+    """One audio file read with soundfile (wav, flac, ogg, … whatever libsndfile reads).
+
+    Used as the per-file dataset of a ``PartitionedDataset`` over ``wavs/``; loading is
+    lazy there, so listing 40,000 files costs nothing. Unreadable files raise
+    ``DatasetError`` with soundfile's reason, which the audio pipeline quarantines.
+
+    Args:
+        filepath: Path of the audio file.
+        max_seconds: Files longer than this are refused before decoding (their header
+            says how long they are), so one stray hour-long file cannot exhaust memory.
+    """
+
+    def __init__(
+        self, *, filepath: str, max_seconds: float | None = 1800.0, metadata: dict | None = None
+    ):
+        self._filepath = Path(filepath)
+        self._max_seconds = max_seconds
+        self.metadata = metadata
+
+    def load(self) -> Audio:
+        try:
+            with sf.SoundFile(self._filepath) as handle:
+                sample_rate = handle.samplerate
+                if self._max_seconds and handle.frames > self._max_seconds * sample_rate:
+                    raise DatasetError(
+                        f"audio is {handle.frames / sample_rate:.0f} s long, more than "
+                        f"max_seconds={self._max_seconds:g}"
+                    )
+                samples = handle.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise DatasetError(f"unreadable audio: {exc}") from exc
+        return Audio(samples=samples, sample_rate=sample_rate)
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self} is read-only: the raw corpus is never written.")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "max_seconds": self._max_seconds}

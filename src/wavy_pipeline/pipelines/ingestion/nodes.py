@@ -1,0 +1,98 @@
+"""Nodes of the ``ingestion`` pipeline: parse, validate and join the corpus metadata."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from wavy_pipeline.data.corpus import (
+    Quarantine,
+    build_utterances,
+    check_bad_fraction,
+    parse_attributes,
+    parse_captions,
+    parse_speakers,
+    parse_splits,
+    parse_wav2capt,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def ingest_corpus(
+    wav2capt: list[str],
+    captions: list[str],
+    speakers: list[str],
+    train_images: list[str],
+    dev_images: list[str],
+    test_images: list[str],
+    attributes: list[str],
+    audio_files: Mapping[str, Any],
+    image_files: Mapping[str, Any],
+    corpus_root: str,
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build the utterance table (one row per usable utterance) and its quarantine.
+
+    Args:
+        wav2capt, captions, speakers: Lines of ``wav2capt.txt``, ``Flickr8k.token.txt``
+            and ``wav2spk.txt``.
+        train_images, dev_images, test_images: Lines of the three split lists.
+        attributes: Lines of the optional attribute sidecar CSV (demo corpus).
+        audio_files, image_files: Partitions under ``wavs/`` and ``Flicker8k_Dataset/``
+            (only their keys are used: nothing is decoded here).
+        corpus_root: Where the corpus lies, recorded in the table's paths.
+        params: ``max_bad_fraction``.
+
+    Returns:
+        The utterance table and the quarantine table (stage ``ingestion``).
+    """
+    quarantine = Quarantine("ingestion")
+    records = parse_wav2capt(wav2capt, quarantine)
+    n_records = len(records) + sum(1 for r in quarantine.rows if r["kind"] == "utterance")
+    image_keys = set(image_files)
+    utterances = build_utterances(
+        wav2capt=records,
+        captions=parse_captions(captions, quarantine),
+        speakers=parse_speakers(speakers, quarantine),
+        splits=parse_splits(
+            {"train": train_images, "dev": dev_images, "test": test_images},
+            image_keys,
+            quarantine,
+        ),
+        audio_keys=set(audio_files),
+        image_keys=image_keys,
+        attributes=parse_attributes(attributes, quarantine),
+        quarantine=quarantine,
+        corpus_root=corpus_root,
+    )
+    table = quarantine.frame()
+    fraction = check_bad_fraction(n_records, len(utterances), table, params["max_bad_fraction"])
+    _log_summary(utterances, table, fraction)
+    return utterances, table
+
+
+def _log_summary(utterances: pd.DataFrame, quarantine: pd.DataFrame, fraction: float) -> None:
+    splits = Counter(utterances["split"])
+    logger.info(
+        "Ingested %d utterances (%s), %d images, %d speakers; %d unseen-voice utterances.",
+        len(utterances),
+        ", ".join(f"{k} {v}" for k, v in sorted(splits.items())),
+        utterances["image"].nunique(),
+        utterances["speaker"].nunique(),
+        int(utterances["unseen_voice"].sum()),
+    )
+    for (kind, reason), count in Counter(
+        zip(quarantine["kind"], quarantine["reason"], strict=True)
+    ).most_common(10):
+        logger.warning("Quarantined %d × [%s] %s", count, kind, reason)
+    if len(quarantine):
+        logger.warning(
+            "%d quarantine entries in all; %.1f%% of wav2capt records unusable.",
+            len(quarantine),
+            100 * fraction,
+        )

@@ -1,0 +1,31 @@
+"""Wiring of the ``ingestion`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from wavy_pipeline.pipelines.ingestion.nodes import ingest_corpus
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=ingest_corpus,
+                inputs=[
+                    "raw_wav2capt",
+                    "raw_captions",
+                    "raw_speakers",
+                    "raw_train_images",
+                    "raw_dev_images",
+                    "raw_test_images",
+                    "raw_attributes",
+                    "raw_audio_files",
+                    "raw_image_files",
+                    "params:corpus_root",
+                    "params:ingestion",
+                ],
+                outputs=["utterances", "ingestion_quarantine"],
+                name="ingest_corpus",
+                tags=["ingestion", "data"],
+            )
+        ]
+    )

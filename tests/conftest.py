@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny corpus in the Flickr8k Audio layout, written in milliseconds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tone(seconds: float, rate: int, freq: float = 220.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def write_corpus(root: Path, n_images: int = 6, captions_per_image: int = 2) -> Path:
+    """Write a small valid corpus; tests then damage it as they need."""
+    audio_dir = root / "flickr_audio" / "wavs"
+    image_dir = root / "Flicker8k_Dataset"
+    text_dir = root / "Flickr8k_text"
+    for folder in (audio_dir, image_dir, text_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    wav2capt, wav2spk, tokens = [], [], []
+    splits = {"train": [], "dev": [], "test": []}
+    for i in range(n_images):
+        image = f"img_{i:03d}.jpg"
+        Image.new("RGB", (16, 16), (40 * i % 255, 80, 120)).save(image_dir / image)
+        split = ["train", "train", "train", "train", "dev", "test"][i % 6]
+        splits[split].append(image)
+        for n in range(captions_per_image):
+            wav = f"img_{i:03d}_{n}.wav"
+            rate = 22050 if n % 2 else 16000
+            sf.write(audio_dir / wav, tone(0.5 + 0.1 * n, rate, 200 + 30 * i), rate)
+            speaker = "spk_b" if split != "train" and n == 1 else "spk_a"
+            wav2capt.append(f"{wav} {image} #{n}")
+            wav2spk.append(f"{wav} {speaker}")
+            tokens.append(f"{image}#{n}\ta shape number {i} caption {n} .")
+    (root / "flickr_audio" / "wav2capt.txt").write_text("\n".join(wav2capt) + "\n")
+    (root / "flickr_audio" / "wav2spk.txt").write_text("\n".join(wav2spk) + "\n")
+    (text_dir / "Flickr8k.token.txt").write_text("\n".join(tokens) + "\n")
+    for split, images in splits.items():
+        (text_dir / f"Flickr_8k.{split}Images.txt").write_text("\n".join(images) + "\n")
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus")
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A throw-away copy of the project (conf, raw data, pyproject) to run sessions in."""
+    target = tmp_path / "project"
+    target.mkdir()
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, target / name)
+    shutil.copytree(PROJECT_ROOT / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
+    (target / "conf" / "local").mkdir()
+    shutil.copytree(PROJECT_ROOT / "data" / "01_raw", target / "data" / "01_raw")
+    (target / "src").mkdir()  # the package itself is installed (editable)
+    return target
