@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -66,3 +68,33 @@ def project_copy(tmp_path: Path) -> Path:
     shutil.copytree(PROJECT_ROOT / "data" / "01_raw", target / "data" / "01_raw")
     (target / "src").mkdir()  # the package itself is installed (editable)
     return target
+
+
+def make_project_catalog(corpus_root: Path) -> DataCatalog:
+    """The project's own catalog and parameters, pointed at ``corpus_root``."""
+    loader = OmegaConfigLoader(
+        str(PROJECT_ROOT / "conf"),
+        base_env="base",
+        default_run_env="local",
+        runtime_params={"corpus_root": str(corpus_root)},
+    )
+    catalog = DataCatalog.from_config(loader["catalog"])
+    params = loader["parameters"]
+    for key, value in params.items():
+        catalog[f"params:{key}"] = value
+    catalog["parameters"] = params
+    return catalog
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run with the working directory in a temporary folder (outputs land there)."""
+    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "models", tmp_path / "data/01_raw/models")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def project_catalog():
+    """``project_catalog(corpus_root)``: the project's catalog pointed at a corpus."""
+    return make_project_catalog

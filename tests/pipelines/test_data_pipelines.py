@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
 from wavy_pipeline.data.corpus import CorpusError
 from wavy_pipeline.pipelines import audio, ingestion
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-
-def project_catalog(corpus_root: Path) -> DataCatalog:
-    """The project's own catalog and parameters, pointed at ``corpus_root``."""
-    loader = OmegaConfigLoader(
-        str(PROJECT_ROOT / "conf"),
-        base_env="base",
-        default_run_env="local",
-        runtime_params={"corpus_root": str(corpus_root)},
-    )
-    catalog = DataCatalog.from_config(loader["catalog"])
-    params = loader["parameters"]
-    for key, value in params.items():
-        catalog[f"params:{key}"] = value
-    catalog["parameters"] = params
-    return catalog
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    """Run with the working directory in a temporary folder (outputs land there)."""
-    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "models", tmp_path / "data/01_raw/models")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def test_ingestion_then_audio_slices(corpus, in_tmp):
+def test_ingestion_then_audio_slices(corpus, in_tmp, project_catalog):
     catalog = project_catalog(corpus)
     runner = SequentialRunner()
     runner.run(ingestion.create_pipeline(), catalog)
@@ -60,7 +30,7 @@ def test_ingestion_then_audio_slices(corpus, in_tmp):
     assert catalog.load("audio_quarantine").empty
 
 
-def test_dirty_corpus_runs_on_with_quarantine(corpus, in_tmp):
+def test_dirty_corpus_runs_on_with_quarantine(corpus, in_tmp, project_catalog):
     wavs = corpus / "flickr_audio" / "wavs"
     (wavs / "img_000_0.wav").write_bytes(b"garbage, not audio")  # unreadable
     (wavs / "img_001_1.wav").unlink()  # missing audio
@@ -81,7 +51,7 @@ def test_dirty_corpus_runs_on_with_quarantine(corpus, in_tmp):
     assert len(catalog.load("hubert_inputs")) == 10
 
 
-def test_unusable_corpus_stops_with_a_clear_message(corpus, in_tmp):
+def test_unusable_corpus_stops_with_a_clear_message(corpus, in_tmp, project_catalog):
     for wav in list((corpus / "flickr_audio" / "wavs").glob("img_00[0-3]*.wav")):
         wav.unlink()  # 8 of 12 utterances lose their audio
     catalog = project_catalog(corpus)

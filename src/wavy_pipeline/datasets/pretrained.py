@@ -25,7 +25,10 @@ class PretrainedDataset(AtomicVersionedDataset[Any, Any]):
 
     The same entry loads a hub checkpoint in the paper's configuration and a folder the
     project trained in the demo, exactly as ``from_pretrained(name_or_path)`` would.
-    Versioned entries are folders written with ``save_pretrained``, atomically.
+    Versioned entries are folders written with ``save_pretrained``, atomically; saving a
+    tuple such as ``(model, processor)`` puts both in the one folder. Kedro transcoding
+    (``speech_encoder@ctc`` saved, ``speech_encoder@model`` loaded) reads one folder as
+    several classes.
 
     Example:
         ```yaml
@@ -66,7 +69,9 @@ class PretrainedDataset(AtomicVersionedDataset[Any, Any]):
             ) from exc
 
     def _write(self, data: Any, path: Path) -> None:
-        data.save_pretrained(str(path), **self._save_args)
+        # A tuple (model, processor) lands in one folder, as hub repositories hold both.
+        for part in data if isinstance(data, tuple | list) else (data,):
+            part.save_pretrained(str(path), **self._save_args)
 
     def _exists(self) -> bool:
         return Path(self._get_load_path()).exists()

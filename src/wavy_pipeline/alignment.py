@@ -1,0 +1,153 @@
+"""SpeechCLIP on cached features: training data, embedding, retrieval evaluation.
+
+Glue between the feature cache (:class:`~wavy_pipeline.datasets.arrays.ArrayStore`) and the
+plain-torch model, loss and metrics; the ``speechclip`` nodes call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from wavy_pipeline.datasets.arrays import ArrayStore
+from wavy_pipeline.metrics.retrieval import (
+    attribute_consistent_r1,
+    attributes_named,
+    recall_at_k,
+    retrieval_report,
+)
+from wavy_pipeline.models.speechclip import SpeechCLIP
+
+ATTRIBUTE_PREFIX = "attr_"
+
+
+class FeaturePairs(torch.utils.data.Dataset):
+    """(speech features, image embedding, image number) per utterance, read lazily from
+    the memory-mapped caches so the real corpus never has to fit in memory."""
+
+    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, images: ArrayStore):
+        self.speech_rows = speech.rows(utterances["utterance_id"].tolist())
+        self.image_rows = images.rows(utterances["image_id"].tolist())
+        self.speech, self.images = speech["layers"], images["embedding"]
+
+    def __len__(self) -> int:
+        return len(self.speech_rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "speech": torch.from_numpy(np.array(self.speech[self.speech_rows[i]], np.float32)),
+            "image": torch.from_numpy(np.array(self.images[self.image_rows[i]], np.float32)),
+            "image_id": torch.tensor(int(self.image_rows[i])),
+        }
+
+
+@torch.no_grad()
+def embed(
+    model: SpeechCLIP, speech: ArrayStore, images: ArrayStore, utterances: pd.DataFrame, batch=256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Projected, normalised embeddings of the utterances and of their distinct images.
+
+    Returns:
+        (speech (N, E), images (M, E), index of each utterance's image (N,), image ids).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    image_ids = sorted(utterances["image_id"].unique())
+    speech_rows = speech.rows(utterances["utterance_id"].tolist())
+    speech_emb = [
+        model.encode_speech(
+            torch.from_numpy(
+                np.asarray(speech["layers"][speech_rows[i : i + batch]], np.float32)
+            ).to(device)
+        ).cpu()
+        for i in range(0, len(speech_rows), batch)
+    ]
+    image_emb = model.encode_image(
+        torch.from_numpy(images.take("embedding", image_ids)).to(device)
+    ).cpu()
+    position = {image_id: i for i, image_id in enumerate(image_ids)}
+    index = utterances["image_id"].map(position).to_numpy()
+    return torch.cat(speech_emb).numpy(), image_emb.numpy(), index, image_ids
+
+
+def speech_to_image_recall(model: SpeechCLIP, speech, images, utterances) -> dict[str, float]:
+    """Speech→image R@1/5/10 on a split (the early-stopping signal on dev)."""
+    speech_emb, image_emb, index, _ = embed(model, speech, images, utterances)
+    return retrieval_report(speech_emb, image_emb, index)["speech_to_image"]
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def retrieval_metrics(
+    model: SpeechCLIP,
+    speech: ArrayStore,
+    images: ArrayStore,
+    texts: ArrayStore,
+    utterances: pd.DataFrame,
+    vocabulary: Mapping[str, Mapping[str, str]] | None,
+) -> dict[str, Any]:
+    """The retrieval report of ``retrieval_metrics.json`` for one set of utterances.
+
+    Speech↔image R@k (Flickr8k protocol) and chance; with image attributes (demo corpus),
+    attribute-consistent R@1 for speech→image and, as the text upper bound, for CLIP
+    text→image in CLIP's own space (plus the text→image R@k).
+    """
+    speech_emb, image_emb, index, image_ids = embed(model, speech, images, utterances)
+    report = retrieval_report(speech_emb, image_emb, index)
+    text_sim = _normalise(texts.take("embedding", utterances["utterance_id"].tolist())) @ (
+        _normalise(images.take("embedding", image_ids)).T
+    )
+    relevant = index[:, None] == np.arange(len(image_ids))[None, :]
+    report["text_to_image"] = recall_at_k(text_sim, relevant)
+    attribute_columns = [c for c in utterances.columns if c.startswith(ATTRIBUTE_PREFIX)]
+    if vocabulary and attribute_columns:
+        per_image = utterances.drop_duplicates("image_id").set_index("image_id")
+        gallery = [
+            {c.removeprefix(ATTRIBUTE_PREFIX): per_image.at[i, c] for c in attribute_columns}
+            for i in image_ids
+        ]
+        required = [attributes_named(c, vocabulary) for c in utterances["caption"]]
+        speech_sim = speech_emb @ image_emb.T
+        report["speech_to_image_attribute_R@1"] = attribute_consistent_r1(
+            speech_sim, required, gallery
+        )
+        report["text_to_image_attribute_R@1"] = attribute_consistent_r1(text_sim, required, gallery)
+    return report
+
+
+def split(utterances: pd.DataFrame, name: str, available: Sequence[str]) -> pd.DataFrame:
+    """Utterances of one split that have cached features, in a stable order."""
+    rows = utterances[(utterances["split"] == name) & utterances["utterance_id"].isin(available)]
+    return rows.sort_values("utterance_id").reset_index(drop=True)
+
+
+class PromptPairs(torch.utils.data.Dataset):
+    """(speech features, the caption's diffusion conditioning (77, d)) per utterance, read
+    lazily from the memory-mapped caches: what the speech adapter is distilled on."""
+
+    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, targets: ArrayStore):
+        ids = utterances["utterance_id"].tolist()
+        self.speech_rows, self.target_rows = speech.rows(ids), targets.rows(ids)
+        self.speech, self.targets = speech["layers"], targets["hidden"]
+
+    def __len__(self) -> int:
+        return len(self.speech_rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "speech": torch.from_numpy(np.array(self.speech[self.speech_rows[i]], np.float32)),
+            "target": torch.from_numpy(np.array(self.targets[self.target_rows[i]], np.float32)),
+        }
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        """Every item at once (for evaluation on a split)."""
+        return {
+            "speech": torch.from_numpy(np.asarray(self.speech[self.speech_rows], np.float32)),
+            "target": torch.from_numpy(np.asarray(self.targets[self.target_rows], np.float32)),
+        }

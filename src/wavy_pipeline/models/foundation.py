@@ -1,0 +1,52 @@
+"""Small stand-ins for the two foundation models Wavy builds on, trained on the demo corpus.
+
+* ``facebook/hubert-large-ls960-ft`` -> :mod:`wavy_pipeline.models.foundation_hubert`
+  (HubertForCTC + Wav2Vec2Processor, CTC-trained from scratch)
+* ``openai/clip-vit-large-patch14`` -> :mod:`wavy_pipeline.models.foundation_clip`
+  (CLIPModel + CLIP BPE tokenizer + 64 px CLIPProcessor, contrastively trained from scratch)
+
+Both are saved with ``save_pretrained`` in the hub layout, so downstream code loads either the
+stand-in or the real checkpoint with ``from_pretrained(path_or_name)``. Pure library code.
+"""
+
+from wavy_pipeline.models.foundation_clip import (
+    ClipTrainConfig,
+    TinyClipConfig,
+    build_clip_image_processor,
+    build_clip_processor,
+    build_clip_tokenizer,
+    encode_clip_images,
+    encode_clip_texts,
+    train_clip,
+)
+from wavy_pipeline.models.foundation_hubert import (
+    HubertTrainConfig,
+    TinyHubertConfig,
+    build_ctc_processor,
+    ctc_greedy_decode,
+    hubert_hidden_states,
+    pad_waveforms,
+    seed_everything,
+    train_hubert_ctc,
+    transcribe,
+)
+
+__all__ = [
+    "ClipTrainConfig",
+    "HubertTrainConfig",
+    "TinyClipConfig",
+    "TinyHubertConfig",
+    "build_clip_image_processor",
+    "build_clip_processor",
+    "build_clip_tokenizer",
+    "build_ctc_processor",
+    "ctc_greedy_decode",
+    "encode_clip_images",
+    "encode_clip_texts",
+    "hubert_hidden_states",
+    "pad_waveforms",
+    "seed_everything",
+    "train_clip",
+    "train_hubert_ctc",
+    "transcribe",
+]

@@ -1,0 +1,423 @@
+"""Tiny stand-in for ``facebook/hubert-large-ls960-ft`` (HubertForCTC + Wav2Vec2Processor).
+
+No model hub is reachable in the embedded demo, so a small HuBERT is trained from scratch with
+CTC on the demo corpus and saved in the hub layout (``save_pretrained``); the rest of the project
+loads it with ``HubertForCTC.from_pretrained(dir)`` / ``Wav2Vec2Processor.from_pretrained(dir)``
+exactly like the real checkpoint. Architecture choices mirror hubert-large (stable layer norm,
+layer-normed conv feature encoder, 320x downsampling = 50 frames/s at 16 kHz), only smaller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    HubertConfig,
+    HubertForCTC,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2Processor,
+)
+
+SAMPLING_RATE = 16_000
+CTC_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 as in hubert-large-ls960-ft
+WORD_DELIMITER = "|"
+
+
+# --------------------------------------------------------------------------- configs
+@dataclass
+class TinyHubertConfig:
+    """Small HuBERT-CTC architecture (1.4 M parameters with the defaults, 5.4 MB saved).
+
+    Mirrors hubert-large-ls960-ft where it matters to callers: raw 16 kHz waveform in,
+    320x downsampling (50 frames/s), stable (pre-)layer norm, layer-normed conv encoder.
+    """
+
+    hidden_size: int = 192
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 384
+    # 5 conv layers, 5*4*4*2*2 = 320x like HuBERT's 7 (strides 5,2,2,2,2,2,2): ~2.5x cheaper on CPU
+    conv_dim: tuple[int, ...] = (32, 64, 64, 128, 128)
+    conv_kernel: tuple[int, ...] = (10, 4, 4, 4, 4)
+    conv_stride: tuple[int, ...] = (5, 4, 4, 2, 2)
+    num_conv_pos_embeddings: int = 32  # hub: 128 frames (2.6 s) -- longer than our utterances
+    num_conv_pos_embedding_groups: int = 16
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    feat_proj_dropout: float = 0.0
+    final_dropout: float = 0.0
+    layerdrop: float = 0.0
+    mask_time_prob: float = 0.05
+    mask_time_length: int = 5
+    mask_time_min_masks: int = 1
+    mask_feature_prob: float = 0.0
+    mask_feature_length: int = 16
+
+    def to_hf(self, processor: Wav2Vec2Processor) -> HubertConfig:
+        """``HubertConfig`` whose vocabulary / special ids come from ``processor.tokenizer``."""
+        tok = processor.tokenizer
+        return HubertConfig(
+            vocab_size=len(tok),
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act="gelu",
+            hidden_dropout=self.hidden_dropout,
+            attention_dropout=self.attention_dropout,
+            activation_dropout=self.activation_dropout,
+            feat_proj_dropout=self.feat_proj_dropout,
+            final_dropout=self.final_dropout,
+            layerdrop=self.layerdrop,
+            feat_extract_norm="layer",
+            feat_extract_activation="gelu",
+            conv_dim=list(self.conv_dim),
+            conv_kernel=list(self.conv_kernel),
+            conv_stride=list(self.conv_stride),
+            conv_bias=True,
+            num_conv_pos_embeddings=self.num_conv_pos_embeddings,
+            num_conv_pos_embedding_groups=self.num_conv_pos_embedding_groups,
+            do_stable_layer_norm=True,
+            apply_spec_augment=self.mask_time_prob > 0 or self.mask_feature_prob > 0,
+            mask_time_prob=self.mask_time_prob,
+            mask_time_length=self.mask_time_length,
+            mask_time_min_masks=self.mask_time_min_masks,
+            mask_feature_prob=self.mask_feature_prob,
+            mask_feature_length=self.mask_feature_length,
+            ctc_loss_reduction="mean",
+            ctc_zero_infinity=True,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            architectures=["HubertForCTC"],
+        )
+
+
+@dataclass
+class HubertTrainConfig:
+    """CTC training hyper-parameters.
+
+    Defaults tuned on the spoken-shapes demo (420 train utterances, 8 min of speech): 16 epochs
+    = 848 steps, ~350 CPU-seconds (3-4 min on 2 free cores), test CER ~0.03.
+    """
+
+    epochs: int = 16
+    batch_size: int = 8  # small batches: more updates per epoch get CTC off its plateau sooner
+    learning_rate: float = 1.5e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.08
+    max_grad_norm: float = 1.0
+    speed_perturb: tuple[float, float] | None = (0.9, 1.1)  # resampling factor range (train only)
+    # wall-time budget: the LR schedule then follows max(step, time) progress and training
+    # stops when either runs out (results then depend on machine speed / load)
+    max_time_s: float | None = None
+    seed: int = 0
+    torch_threads: int | None = None
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- processor
+def build_ctc_processor(
+    transcripts: Sequence[str], out_dir: str | Path | None = None
+) -> Wav2Vec2Processor:
+    """Character-level CTC processor from the training transcripts.
+
+    vocab.json: ``<pad>`` (=CTC blank, id 0), ``<s>``, ``</s>``, ``<unk>``, ``|`` (word
+    delimiter, replaces spaces), then the corpus characters by decreasing frequency. The
+    feature extractor matches hubert-large-ls960-ft (16 kHz, zero-mean/unit-var normalisation,
+    attention masks). Saved to ``out_dir`` when given, else built in a temporary directory.
+    """
+    counts = Counter(ch for text in transcripts for ch in text if not ch.isspace())
+    counts.pop(WORD_DELIMITER, None)
+    chars = sorted(counts, key=lambda ch: (-counts[ch], ch))
+    vocab = {tok: i for i, tok in enumerate([*CTC_SPECIAL_TOKENS, WORD_DELIMITER, *chars])}
+
+    def _build(directory: Path) -> Wav2Vec2Processor:
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab_file = directory / "vocab.json"
+        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=1), encoding="utf-8")
+        tokenizer = Wav2Vec2CTCTokenizer(
+            str(vocab_file),
+            unk_token="<unk>",
+            pad_token="<pad>",
+            bos_token="<s>",
+            eos_token="</s>",
+            word_delimiter_token=WORD_DELIMITER,
+            do_lower_case=False,
+        )
+        feature_extractor = Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=SAMPLING_RATE,
+            padding_value=0.0,
+            do_normalize=True,
+            return_attention_mask=True,
+        )
+        return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+    if out_dir is not None:
+        processor = _build(Path(out_dir))
+        processor.save_pretrained(str(out_dir))
+        return processor
+    with tempfile.TemporaryDirectory() as tmp:
+        return _build(Path(tmp))
+
+
+# --------------------------------------------------------------------------- batching
+def pad_waveforms(
+    waveforms: Sequence[np.ndarray], padding_value: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D waveforms into ``input_values`` (B, T) float32 + ``attention_mask`` (B, T)."""
+    lengths = [len(w) for w in waveforms]
+    values = torch.full((len(waveforms), max(lengths)), padding_value, dtype=torch.float32)
+    mask = torch.zeros((len(waveforms), max(lengths)), dtype=torch.long)
+    for i, wav in enumerate(waveforms):
+        values[i, : len(wav)] = torch.as_tensor(np.asarray(wav, dtype=np.float32))
+        mask[i, : len(wav)] = 1
+    return values, mask
+
+
+def _length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """Batches of similar lengths (less padding), in random order; jitter varies them per epoch."""
+    jitter = rng.uniform(0.9, 1.1, size=len(lengths))
+    order = np.argsort(np.asarray(lengths) * jitter)
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _speed_perturb(wav: np.ndarray, factor: float) -> np.ndarray:
+    """Resample by ``factor`` (>1 = faster and higher) with linear interpolation, renormalised."""
+    n_out = max(int(round(len(wav) / factor)), 400)
+    out = np.interp(np.arange(n_out) * factor, np.arange(len(wav)), wav).astype(np.float32)
+    return (out - out.mean()) / (out.std() + 1e-7)
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int):
+    """Step-based warm-up + cosine factor for ``LambdaLR`` (used by other foundation modules)."""
+
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+def _training_progress(
+    step: int, total_steps: int, start: float, max_time_s: float | None
+) -> float:
+    """Fraction of training done: by steps, or by wall time if a time budget is tighter."""
+    progress = step / max(1, total_steps)
+    if max_time_s is not None:
+        progress = max(progress, (time.perf_counter() - start) / max_time_s)
+    return progress
+
+
+def _set_lr(
+    optimizer: torch.optim.Optimizer, base_lr: float, progress: float, warmup: float
+) -> float:
+    """Linear warm-up then cosine decay to 0, as a function of training progress in [0, 1]."""
+    if progress < warmup:
+        factor = (progress + 1e-3) / warmup
+    else:
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor
+    return base_lr * factor
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy (HF SpecAugment uses the global numpy RNG) and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- training
+def train_hubert_ctc(
+    input_values: Sequence[np.ndarray],
+    transcripts: Sequence[str],
+    processor: Wav2Vec2Processor,
+    config: TinyHubertConfig | HubertConfig | None = None,
+    train_cfg: HubertTrainConfig | dict[str, Any] | None = None,
+) -> tuple[HubertForCTC, list[dict[str, float]]]:
+    """Train a HubertForCTC from scratch with CTC on normalised 16 kHz waveforms.
+
+    Returns the model (in eval mode) and a per-epoch history
+    ``[{"epoch", "step", "loss", "lr", "elapsed_s"}, ...]`` (loss = mean CTC loss per target
+    token over the epoch's batches).
+    """
+    if len(input_values) != len(transcripts):
+        raise ValueError("input_values and transcripts must have the same length")
+    cfg = _as_train_cfg(train_cfg, HubertTrainConfig)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    if not isinstance(config, HubertConfig):
+        config = (config or TinyHubertConfig()).to_hf(processor)
+    model = HubertForCTC(config)
+    model.train()
+
+    labels = [processor.tokenizer(text).input_ids for text in transcripts]
+    waveforms = [np.asarray(w, dtype=np.float32) for w in input_values]
+    steps_per_epoch = math.ceil(len(waveforms) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
+    )
+
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    step = 0
+    stop = False
+    bar = tqdm(total=total_steps, desc="hubert-ctc", disable=not cfg.progress, leave=False)
+    for epoch in range(cfg.epochs):
+        losses = []
+        for batch in _length_bucketed_batches([len(w) for w in waveforms], cfg.batch_size, rng):
+            wavs = [waveforms[i] for i in batch]
+            if cfg.speed_perturb is not None:
+                wavs = [_speed_perturb(w, rng.uniform(*cfg.speed_perturb)) for w in wavs]
+            progress = _training_progress(step, total_steps, start, cfg.max_time_s)
+            if progress >= 1.0:
+                stop = True
+                break
+            lr = _set_lr(optimizer, cfg.learning_rate, progress, cfg.warmup_fraction)
+            values, mask = pad_waveforms(wavs)
+            target = torch.full((len(batch), max(len(labels[i]) for i in batch)), -100)
+            for row, i in enumerate(batch):
+                target[row, : len(labels[i])] = torch.tensor(labels[i])
+            loss = model(input_values=values, attention_mask=mask, labels=target).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
+        if not losses:
+            break
+        history.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "loss": float(np.mean(losses)),
+                "lr": lr,
+                "elapsed_s": time.perf_counter() - start,
+            }
+        )
+        if stop:
+            break
+    bar.close()
+    model.eval()
+    return model, history
+
+
+# --------------------------------------------------------------------------- inference
+def ctc_greedy_decode(
+    logits: torch.Tensor | np.ndarray,
+    processor: Wav2Vec2Processor,
+    frame_lengths: Sequence[int] | torch.Tensor | None = None,
+) -> list[str]:
+    """Best-path CTC decoding: argmax per frame, then ``processor.batch_decode``
+    (collapses repeats, drops the ``<pad>`` blank, ``|`` -> space). Frames at or beyond
+    ``frame_lengths[i]`` (padding) are ignored."""
+    ids = torch.as_tensor(np.asarray(logits) if isinstance(logits, np.ndarray) else logits)
+    ids = ids.argmax(dim=-1)
+    if frame_lengths is not None:
+        positions = torch.arange(ids.shape[1])[None, :]
+        ids = ids.masked_fill(
+            positions >= torch.as_tensor(frame_lengths)[:, None], processor.tokenizer.pad_token_id
+        )
+    return [text.strip() for text in processor.batch_decode(ids.tolist())]
+
+
+@torch.inference_mode()
+def transcribe(
+    model: HubertForCTC,
+    processor: Wav2Vec2Processor,
+    input_values: Sequence[np.ndarray],
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy CTC transcripts of normalised 16 kHz waveforms (batched, padded, masked)."""
+    model.eval()
+    texts: list[str] = [""] * len(input_values)
+    order = np.argsort([len(w) for w in input_values])
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size].tolist()
+        values, mask = pad_waveforms([input_values[i] for i in batch])
+        logits = model(input_values=values, attention_mask=mask).logits
+        frames = model._get_feat_extract_output_lengths(mask.sum(-1))
+        for i, text in zip(batch, ctc_greedy_decode(logits, processor, frames), strict=True):
+            texts[i] = text
+    return texts
+
+
+@torch.inference_mode()
+def hubert_hidden_states(
+    model: HubertForCTC,
+    input_values: Sequence[np.ndarray],
+    layer: int = -1,
+    batch_size: int = 16,
+) -> list[np.ndarray]:
+    """Per-utterance (frames, hidden) float32 arrays of ``hidden_states[layer]`` (padding cut)."""
+    model.eval()
+    out: list[np.ndarray] = [np.empty(0)] * len(input_values)
+    order = np.argsort([len(w) for w in input_values])
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size].tolist()
+        values, mask = pad_waveforms([input_values[i] for i in batch])
+        states = model(input_values=values, attention_mask=mask, output_hidden_states=True)
+        frames = model._get_feat_extract_output_lengths(mask.sum(-1)).tolist()
+        hidden = states.hidden_states[layer]
+        for row, i in enumerate(batch):
+            out[i] = hidden[row, : int(frames[row])].float().numpy()
+    return out
+
+
+def _as_train_cfg(cfg: Any, cls: type) -> Any:
+    if cfg is None:
+        return cls()
+    if isinstance(cfg, cls):
+        return cfg
+    if isinstance(cfg, dict):
+        return cls(**cfg)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(cfg).__name__}")
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a (Tiny*/…TrainConfig) dataclass, e.g. for logging."""
+    return asdict(cfg)
+
+
+__all__ = [
+    "HubertTrainConfig",
+    "TinyHubertConfig",
+    "build_ctc_processor",
+    "config_dict",
+    "ctc_greedy_decode",
+    "hubert_hidden_states",
+    "pad_waveforms",
+    "seed_everything",
+    "train_hubert_ctc",
+    "transcribe",
+]

@@ -1,0 +1,444 @@
+"""One generic, resumable training loop on HF Accelerate.
+
+``fit`` trains any ``nn.Module`` whose loss is ``loss_fn(model, batch) -> scalar`` on an
+indexable dataset of ``dict[str, Tensor]`` items:
+
+* AdamW (weight decay on matrices only, nanoGPT-style), linear warmup then cosine decay;
+* Accelerate handles device placement, autocast (bf16/fp16 on CUDA only) and gradient
+  clipping; batching is done here from a permutation seeded by ``(seed, epoch)``;
+* one checkpoint file (model, optimizer, scheduler, loop position, best weights, history,
+  RNG states) is written atomically every ``checkpoint_every_steps`` and at each epoch end.
+  A later call with the same fingerprint resumes from it and ends with exactly the weights
+  of an uninterrupted run (same device, same data);
+* early stopping on ``eval_fn(model)[config.monitor]`` (higher is better), restoring the
+  best weights at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes: old ones are then ignored
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+# Config fields that do not change the trajectory, so a checkpoint survives changing them.
+_NOT_FINGERPRINTED = ("device", "checkpoint_every_steps", "log_every_steps", "max_steps_this_run")
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+EvalFn = Callable[[nn.Module], Mapping[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, checkpointing and early-stopping settings for :func:`fit`."""
+
+    seed: int = 0
+    batch_size: int = 64
+    drop_last: bool = True  # contrastive losses want full batches
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_epochs: int = 10
+    grad_clip: float | None = 1.0  # max global grad norm; None or 0 disables
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16", honoured on CUDA only
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    checkpoint_every_steps: int | None = 500  # None: only at epoch ends
+    eval_every_epochs: int = 1  # the last epoch is always evaluated
+    monitor: str = "R@1"  # key of eval_fn's result; higher is better
+    early_stopping_patience: int | None = None  # evaluations without improvement; None: off
+    log_every_steps: int = 50
+    max_steps_this_run: int | None = None  # stop (resumably) after this many steps
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}")
+        for name in ("batch_size", "max_epochs", "eval_every_epochs", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # best weights if eval_fn was given (else last), on the training device
+    history: list[dict[str, float]]
+    best_metric: float | None
+    stopped_early: bool
+    resumed_from_step: int | None  # None: this call started from scratch
+    completed: bool  # False when stopped by max_steps_this_run (call fit again to go on)
+
+
+@dataclass
+class _LoopState:
+    """Everything besides model/optimizer/scheduler/RNG that a resumed run needs."""
+
+    step: int = 0
+    epoch: int = 0  # completed epochs
+    batch_in_epoch: int = 0  # batches done in the current epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    done: bool = False
+    window_loss: float = 0.0  # loss sum since the last log row
+    window_steps: int = 0
+    epoch_loss: float = 0.0  # loss sum over the current epoch
+    epoch_steps: int = 0
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear ramp to 1 over ``warmup_steps``, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def fit(  # noqa: PLR0917 - positional signature shared with the callers
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_dataset: Sequence[Batch],
+    eval_fn: EvalFn | None,
+    config: TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    progress: bool = True,
+    *,
+    fingerprint_extra: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_dataset``, resuming from ``checkpoint_dir`` when possible.
+
+    Args:
+        model: freshly initialised module (as a restarted process would build it).
+        loss_fn: ``loss_fn(model, batch) -> scalar``; ``batch`` holds the stacked items,
+            already on the training device; it runs under Accelerate's autocast.
+        train_dataset: ``len()`` + ``[i] -> dict[str, Tensor]`` of equal shapes per key.
+        eval_fn: ``eval_fn(model) -> {metric: float}`` containing ``config.monitor``; called
+            in eval mode under ``torch.no_grad``. None disables evaluation/early stopping.
+        config: see :class:`TrainConfig`.
+        checkpoint_dir: folder for ``checkpoint.pt``; created if missing.
+        progress: show a tqdm bar with the running loss.
+        fingerprint_extra: JSON-able identity of anything else the run depends on (e.g. a
+            data version); a checkpoint is only resumed if this matches too.
+    """
+    accelerator = _make_accelerator(config)
+    n_items = len(train_dataset)
+    n_batches = (
+        n_items // config.batch_size if config.drop_last else -(-n_items // config.batch_size)
+    )
+    if n_batches == 0:
+        raise ValueError(f"{n_items} items give no full batch of {config.batch_size}")
+    total_steps = n_batches * config.max_epochs
+
+    set_seed(config.seed)
+    optimizer = _make_optimizer(model, config)
+    scheduler = LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))
+    fingerprint = _fingerprint(model, config, n_items, fingerprint_extra)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    state = _try_resume(
+        ckpt_path,
+        fingerprint,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        accelerator=accelerator,
+    )
+    resumed_from_step = state.step if state is not None else None
+    state = state or _LoopState()
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw_model = accelerator.unwrap_model(model)
+
+    def save() -> None:
+        _atomic_torch_save(
+            {
+                "fingerprint": fingerprint,
+                "loop": {f.name: getattr(state, f.name) for f in fields(state)},
+                "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                "rng": _get_rng_state(),
+            },
+            ckpt_path,
+        )
+
+    def result(completed: bool) -> TrainResult:
+        return TrainResult(
+            raw_model,
+            state.history,
+            state.best_metric,
+            state.stopped_early,
+            resumed_from_step,
+            completed,
+        )
+
+    model.train()
+    steps_this_run = 0
+    with tqdm(total=total_steps, initial=state.step, disable=not progress, desc="train") as bar:
+        while not state.done:
+            order = _epoch_permutation(config.seed, state.epoch, n_items)
+            for b in range(state.batch_in_epoch, n_batches):
+                indices = order[b * config.batch_size : (b + 1) * config.batch_size]
+                batch = _collate([train_dataset[i] for i in indices], accelerator.device)
+                with accelerator.autocast():
+                    loss = loss_fn(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if config.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"non-finite loss {loss_value} at step {state.step + 1}"
+                    )
+                state.step += 1
+                state.batch_in_epoch = b + 1
+                state.window_loss += loss_value
+                state.window_steps += 1
+                state.epoch_loss += loss_value
+                state.epoch_steps += 1
+                steps_this_run += 1
+                bar.update()
+                if state.step % config.log_every_steps == 0:
+                    loss_mean = state.window_loss / state.window_steps
+                    state.history.append(_row(state.step, state.epoch + 1, loss_mean, scheduler))
+                    state.window_loss, state.window_steps = 0.0, 0
+                    bar.set_postfix(loss=f"{loss_mean:.4f}")
+                if steps_this_run == config.max_steps_this_run:
+                    save()
+                    logger.info(
+                        "Stopped after %d steps this run (step %d of %d); checkpoint in %s",
+                        steps_this_run,
+                        state.step,
+                        total_steps,
+                        ckpt_path,
+                    )
+                    return result(completed=False)
+                if (
+                    config.checkpoint_every_steps
+                    and state.step % config.checkpoint_every_steps == 0
+                ):
+                    save()
+
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            is_last = state.epoch == config.max_epochs
+            if eval_fn is not None and (is_last or state.epoch % config.eval_every_epochs == 0):
+                _evaluate(
+                    raw_model,
+                    eval_fn,
+                    accelerator=accelerator,
+                    config=config,
+                    state=state,
+                    scheduler=scheduler,
+                )
+            state.epoch_loss, state.epoch_steps = 0.0, 0
+            state.done = is_last or state.stopped_early
+            save()
+
+    if state.best_state is not None:
+        raw_model.load_state_dict(state.best_state)
+        logger.info("Restored best weights (%s=%.4f)", config.monitor, state.best_metric)
+    return result(completed=True)
+
+
+def _make_accelerator(config: TrainConfig) -> Accelerator:
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("TrainConfig.device='cuda' but CUDA is not available")
+    mixed_precision = config.mixed_precision
+    if use_cpu and mixed_precision != "no":
+        logger.warning(
+            "mixed_precision=%r is only used on CUDA; training in fp32 on CPU", mixed_precision
+        )
+        mixed_precision = "no"
+    return Accelerator(cpu=use_cpu, mixed_precision=mixed_precision)
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on >= 2-d tensors only (not biases, norms, scales)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _collate(items: list[Batch], device: torch.device) -> Batch:
+    """Stack same-key tensors of the items into one batch on ``device``."""
+    return {k: torch.stack([item[k] for item in items]).to(device) for k in items[0]}
+
+
+def _epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
+    """Order of the dataset in ``epoch``: a function of ``(seed, epoch)`` only."""
+    (epoch_seed,) = np.random.SeedSequence([seed, epoch]).generate_state(1)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(epoch_seed))).tolist()
+
+
+def _row(step: int, epoch: int, loss: float, scheduler: Any) -> dict[str, float]:
+    """One history row; ``epoch`` is 1-based, ``lr`` the one the next step will use."""
+    return {"step": step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0]}
+
+
+def _evaluate(
+    model: nn.Module,
+    eval_fn: EvalFn,
+    *,
+    accelerator: Accelerator,
+    config: TrainConfig,
+    state: _LoopState,
+    scheduler: Any,
+) -> None:
+    """Run ``eval_fn``, log a history row, track the best weights and early stopping."""
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        metrics = {k: float(v) for k, v in eval_fn(model).items()}
+    model.train()
+    if config.monitor not in metrics:
+        raise KeyError(f"eval_fn returned {sorted(metrics)}, missing monitor {config.monitor!r}")
+    # state.epoch already counts this epoch; the row reports the epoch's mean train loss
+    loss_mean = state.epoch_loss / max(1, state.epoch_steps)
+    state.history.append(_row(state.step, state.epoch, loss_mean, scheduler) | metrics)
+    value = metrics[config.monitor]
+    if state.best_metric is None or value > state.best_metric:
+        state.best_metric = value
+        state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state.evals_without_improvement = 0
+    else:
+        state.evals_without_improvement += 1
+    logger.info(
+        "epoch %d step %d: %s (best %s=%.4f)",
+        state.epoch,
+        state.step,
+        ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+        config.monitor,
+        state.best_metric,
+    )
+    patience = config.early_stopping_patience
+    if patience and state.evals_without_improvement >= patience:
+        state.stopped_early = True
+        logger.info("Early stopping: no %s improvement in %d evaluations", config.monitor, patience)
+
+
+def _fingerprint(
+    model: nn.Module, config: TrainConfig, n_items: int, extra: Mapping[str, Any] | None
+) -> str:
+    """Hash of what determines the trajectory: config, model identity, data size, extras."""
+    model_config = getattr(model, "config", None)
+    identity = {
+        "format": CHECKPOINT_FORMAT,
+        "train": {k: v for k, v in asdict(config).items() if k not in _NOT_FINGERPRINTED},
+        "model_class": type(model).__qualname__,
+        "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
+        "parameters": [(n, list(p.shape), str(p.dtype)) for n, p in model.state_dict().items()],
+        "n_items": n_items,
+        "extra": dict(extra or {}),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _try_resume(
+    path: Path,
+    fingerprint: str,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    accelerator: Accelerator,
+) -> _LoopState | None:
+    """Load ``path`` into the given objects if it belongs to this run; else log why not."""
+    if not path.exists():
+        logger.info("Starting fresh: no checkpoint at %s", path)
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file means "start over"
+        logger.warning("Starting fresh: cannot read checkpoint %s (%s)", path, exc)
+        return None
+    if ckpt.get("fingerprint") != fingerprint:
+        logger.warning(
+            "Starting fresh: checkpoint %s belongs to a different config/model/data "
+            "(fingerprint mismatch); it will be overwritten",
+            path,
+        )
+        return None
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if accelerator.scaler is not None and ckpt["scaler"] is not None:
+        accelerator.scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    state = _LoopState(**ckpt["loop"])
+    logger.info(
+        "Resuming from %s at step %d (epoch %d, batch %d)%s",
+        path,
+        state.step,
+        state.epoch + 1,
+        state.batch_in_epoch,
+        " - run already finished" if state.done else "",
+    )
+    return state
+
+
+def _get_rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    random.setstate(rng["python"])
+    name, keys, *rest = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a hidden temporary sibling, fsync, then ``os.replace`` into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,39 @@
+"""Wiring of the ``evaluation`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from wavy_pipeline.pipelines.evaluation.nodes import build_report, score_generated_images
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=score_generated_images,
+                inputs=[
+                    "generated_images",
+                    "utterances",
+                    "raw_image_files",
+                    "scoring_clip@model",
+                    "scoring_clip@processor",
+                    "params:evaluation",
+                ],
+                outputs=["image_scores", "evaluation_metrics"],
+                name="score_generated_images",
+            ),
+            Node(
+                func=build_report,
+                inputs=[
+                    "image_scores",
+                    "evaluation_metrics",
+                    "retrieval_metrics",
+                    "generated_images",
+                    "raw_image_files",
+                    "params:evaluation",
+                ],
+                outputs="evaluation_report",
+                name="build_report",
+            ),
+        ],
+        tags=["evaluation"],
+    )

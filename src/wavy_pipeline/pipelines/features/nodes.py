@@ -1,0 +1,76 @@
+"""Nodes of the ``features`` pipeline: frozen HuBERT and CLIP, run once, cached."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from wavy_pipeline.datasets.arrays import ArrayStream
+from wavy_pipeline.datasets.hubert_inputs import HubertInputs
+from wavy_pipeline.encode import (
+    image_embedding_stream,
+    prompt_embedding_stream,
+    speech_feature_stream,
+    text_embedding_stream,
+)
+
+
+def extract_speech_features(
+    hubert_inputs: HubertInputs, speech_encoder: Any, params: dict[str, Any]
+) -> ArrayStream:
+    """HuBERT hidden states of every layer, pooled to ``segments`` parts per utterance."""
+    return speech_feature_stream(
+        hubert_inputs,
+        speech_encoder,
+        segments=params["segments"],
+        batch_size=params["speech_batch_size"],
+        device=params["device"],
+        dtype=params["dtype"],
+    )
+
+
+def extract_clip_embeddings(
+    utterances: pd.DataFrame,
+    image_files: Mapping[str, Callable],
+    clip_model: Any,
+    clip_processor: Any,
+    params: dict[str, Any],
+) -> tuple[ArrayStream, ArrayStream]:
+    """CLIP embeddings of every image that has an utterance (keyed by image id) and of
+    every utterance's written caption (keyed by utterance id); one model load for both."""
+    options = {"device": params["device"], "dtype": params["dtype"]}
+    images = image_embedding_stream(
+        sorted(utterances["image_id"].unique()),
+        image_files,
+        clip_model,
+        clip_processor.image_processor,
+        batch_size=params["image_batch_size"],
+        **options,
+    )
+    texts = text_embedding_stream(
+        utterances["utterance_id"].tolist(),
+        utterances["caption"].tolist(),
+        clip_model,
+        clip_processor.tokenizer,
+        batch_size=params["text_batch_size"],
+        **options,
+    )
+    return images, texts
+
+
+def extract_prompt_targets(
+    utterances: pd.DataFrame, text_encoder: Any, tokenizer: Any, params: dict[str, Any]
+) -> ArrayStream:
+    """The diffusion model's text conditioning (77 × d) of every caption: what the speech
+    adapter learns to produce from speech."""
+    return prompt_embedding_stream(
+        utterances["utterance_id"].tolist(),
+        utterances["caption"].tolist(),
+        text_encoder,
+        tokenizer,
+        batch_size=params["text_batch_size"],
+        device=params["device"],
+        dtype=params["dtype"],
+    )

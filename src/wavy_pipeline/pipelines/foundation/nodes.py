@@ -1,0 +1,135 @@
+"""Nodes of the ``foundation`` pipeline: HuBERT-CTC and CLIP stand-ins, trained and scored."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wavy_pipeline.datasets.hubert_inputs import HubertInputs
+from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
+from wavy_pipeline.metrics.retrieval import recall_at_k
+from wavy_pipeline.models.foundation import (
+    ClipTrainConfig,
+    HubertTrainConfig,
+    TinyClipConfig,
+    TinyHubertConfig,
+    build_clip_processor,
+    build_clip_tokenizer,
+    build_ctc_processor,
+    encode_clip_images,
+    encode_clip_texts,
+    train_clip,
+    train_hubert_ctc,
+    transcribe,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _split(utterances: pd.DataFrame, name: str, keep=None) -> pd.DataFrame:
+    rows = utterances[utterances["split"] == name]
+    return rows if keep is None else rows[rows["utterance_id"].map(keep.__contains__)]
+
+
+def train_speech_encoder(
+    hubert_inputs: HubertInputs, utterances: pd.DataFrame, seed: int, params: dict[str, Any]
+) -> tuple[tuple[Any, Any], pd.DataFrame]:
+    """CTC-train the HuBERT stand-in on the train split's transcripts (from scratch)."""
+    train = _split(utterances, "train", hubert_inputs)
+    transcripts = [normalise_transcript(c) for c in train["caption"]]
+    processor = build_ctc_processor(transcripts)
+    model, history = train_hubert_ctc(
+        [hubert_inputs.values(u) for u in train["utterance_id"]],
+        transcripts,
+        processor,
+        TinyHubertConfig(**params["model"]),
+        HubertTrainConfig(seed=seed, **params["train"]),
+    )
+    return (model, processor), pd.DataFrame(history)
+
+
+def evaluate_speech_encoder(
+    model: Any, processor: Any, hubert_inputs: HubertInputs, utterances: pd.DataFrame
+) -> dict[str, Any]:
+    """Character error rate of greedy CTC transcripts on the test split (all voices, and
+    the voice never heard in training)."""
+    test = _split(utterances, "test", hubert_inputs)
+    hypotheses = transcribe(
+        model, processor, [hubert_inputs.values(u) for u in test["utterance_id"]]
+    )
+    references = [normalise_transcript(c) for c in test["caption"]]
+    unseen = test["unseen_voice"].to_numpy()
+    metrics = {
+        "test_cer": character_error_rate(references, hypotheses),
+        "unseen_voice_cer": character_error_rate(
+            [r for r, u in zip(references, unseen, strict=True) if u],
+            [h for h, u in zip(hypotheses, unseen, strict=True) if u],
+        )
+        if unseen.any()
+        else None,
+        "n_test": len(test),
+        "examples": [
+            {"reference": r, "hypothesis": h}
+            for r, h in zip(references[:5], hypotheses[:5], strict=True)
+        ],
+    }
+    logger.info(
+        "HuBERT stand-in: test CER %.3f (unseen voice %s)",
+        metrics["test_cer"],
+        metrics["unseen_voice_cer"],
+    )
+    return metrics
+
+
+def _images(utterances: pd.DataFrame, image_files: Mapping[str, Callable]) -> dict[str, Any]:
+    return {i: image_files[i]().convert("RGB") for i in sorted(utterances["image_id"].unique())}
+
+
+def train_clip_model(
+    utterances: pd.DataFrame,
+    image_files: Mapping[str, Callable],
+    seed: int,
+    params: dict[str, Any],
+) -> tuple[tuple[Any, Any], pd.DataFrame]:
+    """Contrastively train the CLIP stand-in on train-split image–caption pairs, with a
+    tokenizer whose vocabulary is the corpus's words."""
+    train = _split(utterances, "train")
+    images = _images(train, image_files)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = build_clip_tokenizer(train["caption"].tolist(), folder)
+        processor = build_clip_processor(folder, params["image_size"], tokenizer)
+    model, history = train_clip(
+        [images[i] for i in train["image_id"]],
+        train["caption"].tolist(),
+        train["image_id"].tolist(),
+        processor,
+        TinyClipConfig(image_size=params["image_size"], **params["model"]),
+        ClipTrainConfig(seed=seed, **params["train"]),
+    )
+    return (model, processor), pd.DataFrame(history)
+
+
+def evaluate_clip_model(
+    model: Any, processor: Any, utterances: pd.DataFrame, image_files: Mapping[str, Callable]
+) -> dict[str, Any]:
+    """Text↔image retrieval of the CLIP stand-in on the test split (5 captions per image)."""
+    test = _split(utterances, "test")
+    images = _images(test, image_files)
+    image_ids = list(images)
+    text_emb = encode_clip_texts(model, processor, test["caption"].tolist())
+    image_emb = encode_clip_images(model, processor, list(images.values()))
+    relevant = test["image_id"].to_numpy()[:, None] == np.array(image_ids)[None, :]
+    similarity = text_emb @ image_emb.T
+    metrics = {
+        "text_to_image": recall_at_k(similarity, relevant),
+        "image_to_text": recall_at_k(similarity.T, relevant.T),
+        "n_images": len(image_ids),
+        "n_captions": len(test),
+    }
+    logger.info("CLIP stand-in: text→image %s", metrics["text_to_image"])
+    return metrics

@@ -1,0 +1,137 @@
+"""Nodes of the ``speechclip`` pipeline."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from wavy_pipeline.alignment import (
+    FeaturePairs,
+    PromptPairs,
+    retrieval_metrics,
+    speech_to_image_recall,
+    split,
+)
+from wavy_pipeline.datasets.arrays import ArrayStore
+from wavy_pipeline.models.adapter import (
+    AdapterConfig,
+    SpeechPromptAdapter,
+    distillation_metrics,
+    train_adapter,
+)
+from wavy_pipeline.models.losses import masked_info_nce
+from wavy_pipeline.models.plots import plot_training_history
+from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig
+from wavy_pipeline.models.train import TrainConfig, fit
+
+logger = logging.getLogger(__name__)
+
+
+def _loss(model: SpeechCLIP, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    speech, image, scale = model(batch["speech"], batch["image"])
+    return masked_info_nce(speech, image, scale, batch["image_id"])
+
+
+def train_speechclip(
+    speech_features: ArrayStore,
+    image_embeddings: ArrayStore,
+    utterances: pd.DataFrame,
+    seed: int,
+    params: dict[str, Any],
+) -> tuple[SpeechCLIP, pd.DataFrame, Figure]:
+    """Train the projectors on the train split; early-stop on dev speech→image R@1.
+
+    A restarted run resumes from the last checkpoint in ``params.checkpoint_dir``.
+    """
+    train = split(utterances, "train", speech_features.keys)
+    dev = split(utterances, "dev", speech_features.keys)
+    meta = speech_features.meta
+    config = SpeechCLIPConfig(
+        num_layers=meta["layers"],
+        speech_dim=meta["hidden_size"],
+        num_segments=meta["segments"],
+        image_dim=image_embeddings["embedding"].shape[1],
+        **params["model"],
+    )
+    torch.manual_seed(seed)
+    model = SpeechCLIP(config)
+    result = fit(
+        model,
+        _loss,
+        FeaturePairs(train, speech_features, image_embeddings),
+        lambda m: speech_to_image_recall(m, speech_features, image_embeddings, dev),
+        TrainConfig(seed=seed, **params["train"]),
+        params["checkpoint_dir"],
+        fingerprint_extra={"train": train["utterance_id"].tolist(), "features": meta},
+    )
+    logger.info("SpeechCLIP: best dev speech→image R@1 %.3f", result.best_metric)
+    history = pd.DataFrame(result.history)
+    return result.model.cpu(), history, plot_training_history(result.history)
+
+
+def evaluate_retrieval(
+    model: SpeechCLIP,
+    speech_features: ArrayStore,
+    image_embeddings: ArrayStore,
+    text_embeddings: ArrayStore,
+    utterances: pd.DataFrame,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Retrieval on the test split, and separately on voices never heard in training."""
+    test = split(utterances, "test", speech_features.keys)
+    vocabulary = params.get("attribute_vocabulary")
+    stores = (speech_features, image_embeddings, text_embeddings)
+    metrics = retrieval_metrics(model, *stores, test, vocabulary)
+    unseen = test[test["unseen_voice"]]
+    if len(unseen):
+        metrics["unseen_voice"] = retrieval_metrics(model, *stores, unseen, vocabulary)
+    logger.info(
+        "Test speech→image R@1/5/10 %s (chance %s); attribute R@1 speech %s, text %s",
+        metrics["speech_to_image"],
+        metrics["chance"]["speech_to_image"],
+        metrics.get("speech_to_image_attribute_R@1"),
+        metrics.get("text_to_image_attribute_R@1"),
+    )
+    return metrics
+
+
+def train_speech_adapter(
+    speechclip_model: SpeechCLIP,
+    speech_features: ArrayStore,
+    prompt_targets: ArrayStore,
+    utterances: pd.DataFrame,
+    seed: int,
+    params: dict[str, Any],
+) -> tuple[SpeechPromptAdapter, pd.DataFrame]:
+    """Distil the speech → ``prompt_embeds`` adapter toward the diffusion text encoder's
+    output for the paired caption; early-stop on dev caption retrieval (R@1)."""
+    train = PromptPairs(
+        split(utterances, "train", speech_features.keys), speech_features, prompt_targets
+    )
+    dev_rows = split(utterances, "dev", speech_features.keys)
+    dev = PromptPairs(dev_rows, speech_features, prompt_targets).stacked()
+    captions = sorted(dev_rows["caption"].unique())
+    first = dev_rows.drop_duplicates("caption").set_index("caption")["utterance_id"]
+    gallery = torch.from_numpy(
+        prompt_targets.take("hidden", [first[c] for c in captions]).astype("float32")
+    )
+    index = torch.tensor([captions.index(c) for c in dev_rows["caption"]])
+    config = AdapterConfig(text_dim=prompt_targets.meta["specs"]["hidden"][0][1], **params["model"])
+    torch.manual_seed(seed)
+    adapter = SpeechPromptAdapter(config, speechclip_model)
+    result = train_adapter(
+        adapter,
+        train,
+        lambda m: distillation_metrics(
+            m, dev["speech"], dev["target"], gallery=gallery, index=index
+        ),
+        TrainConfig(seed=seed, **params["train"]),
+        params["checkpoint_dir"],
+        fingerprint_extra={"train": len(train), "targets": prompt_targets.meta},
+    )
+    logger.info("Speech adapter: best dev %s %.3f", params["train"]["monitor"], result.best_metric)
+    return result.model.cpu(), pd.DataFrame(result.history)

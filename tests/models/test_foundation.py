@@ -1,0 +1,303 @@
+"""Tests for the tiny HuBERT-CTC / CLIP stand-ins (fast: tiny models, synthetic data)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import (
+    AutoTokenizer,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+    HubertForCTC,
+    Wav2Vec2Processor,
+)
+
+from wavy_pipeline.models.foundation import (
+    ClipTrainConfig,
+    HubertTrainConfig,
+    TinyClipConfig,
+    TinyHubertConfig,
+    build_clip_processor,
+    build_clip_tokenizer,
+    build_ctc_processor,
+    ctc_greedy_decode,
+    encode_clip_images,
+    encode_clip_texts,
+    hubert_hidden_states,
+    train_clip,
+    train_hubert_ctc,
+    transcribe,
+)
+
+CAPTIONS = [
+    "there is a small red circle on the left",
+    "a big blue square at the top",
+    "the green triangle is in the middle",
+    "i see a little purple circle",
+    "a yellow square on a light background",
+    "one orange triangle at the bottom right",
+]
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 30),
+    "blue": (30, 30, 220),
+    "yellow": (230, 220, 20),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models gain nothing from threads, and OpenMP spin-waits badly on a shared 2-core box
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _assert_same_weights(model, reloaded):
+    state, state2 = model.state_dict(), reloaded.state_dict()
+    assert state.keys() == state2.keys()
+    assert all(torch.equal(state[k], state2[k]) for k in state)
+
+
+# --------------------------------------------------------------------------- CLIP tokenizer
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip")
+    build_clip_tokenizer(CAPTIONS, out)
+    return out
+
+
+def test_clip_tokenizer_files_and_layout(clip_dir):
+    vocab = json.loads((clip_dir / "vocab.json").read_text(encoding="utf-8"))
+    merges = (clip_dir / "merges.txt").read_text(encoding="utf-8").splitlines()
+    assert merges[0].startswith("#version")
+    assert all(len(line.split(" ")) == 2 for line in merges[1:])
+    # 256 byte chars, the same with </w>, one token per merge (at most), then the 2 specials
+    assert vocab["!"] == 0 and vocab["!</w>"] == 256
+    assert list(vocab)[-2:] == ["<|startoftext|>", "<|endoftext|>"]
+    assert 512 + 2 < len(vocab) <= 512 + len(merges) - 1 + 2
+
+
+def test_clip_tokenizer_one_token_per_word_and_round_trip(clip_dir):
+    for tok in (CLIPTokenizer.from_pretrained(clip_dir), AutoTokenizer.from_pretrained(clip_dir)):
+        for caption in CAPTIONS:
+            ids = tok(caption).input_ids
+            assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+            assert len(ids) == len(caption.split()) + 2  # every corpus word is one token
+            assert tok.decode(ids, skip_special_tokens=True) == caption
+        padded = tok(CAPTIONS[:2], padding="max_length", return_tensors="pt")
+        assert padded.input_ids.shape == (2, 77) and tok.model_max_length == 77
+        assert padded.input_ids[0, -1] == tok.pad_token_id == tok.eos_token_id
+
+
+def test_clip_tokenizer_unknown_words_fall_back(clip_dir):
+    tok = CLIPTokenizer.from_pretrained(clip_dir)
+    ids = tok("a zebra!", add_special_tokens=False).input_ids
+    assert len(ids) > 3 and tok.unk_token_id not in ids
+    assert tok.decode(ids) == "a zebra !"  # CLIP's decoder spaces punctuation
+
+
+# --------------------------------------------------------------------------- CLIP training
+def _square_image(colour, rng):
+    img = np.full((64, 64, 3), 245, dtype=np.uint8)
+    x, y = rng.integers(4, 36, size=2)
+    img[y : y + 24, x : x + 24] = COLOURS[colour]
+    return Image.fromarray(img)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_clip")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tiny_clip_dir):
+    rng = np.random.default_rng(0)
+    images, captions, image_ids = [], [], []
+    for i in range(24):
+        colour = list(COLOURS)[i % 4]
+        image = _square_image(colour, rng)
+        for template in ("a {} square", "the square is {}"):
+            images.append(image)
+            captions.append(template.format(colour))
+            image_ids.append(i)
+    build_clip_tokenizer(captions, tiny_clip_dir)
+    processor = build_clip_processor(tiny_clip_dir)
+    config = TinyClipConfig(
+        text_hidden_size=32,
+        text_num_layers=1,
+        text_intermediate_size=64,
+        vision_hidden_size=32,
+        vision_num_layers=1,
+        vision_intermediate_size=64,
+        patch_size=16,
+        projection_dim=32,
+    )
+    train_cfg = ClipTrainConfig(epochs=30, batch_size=12, learning_rate=3e-3, progress=False)
+    model, history = train_clip(images, captions, image_ids, processor, config, train_cfg)
+    return model, processor, history
+
+
+def test_clip_processor_save_load(tiny_clip, tiny_clip_dir):
+    _, processor, _ = tiny_clip
+    reloaded = CLIPProcessor.from_pretrained(tiny_clip_dir)
+    image = _square_image("red", np.random.default_rng(1))
+    a = processor(images=image, text=["a red square"], return_tensors="pt", padding="max_length")
+    b = reloaded(images=image, text=["a red square"], return_tensors="pt", padding="max_length")
+    assert a["pixel_values"].shape == (1, 3, 64, 64)
+    assert torch.equal(a["pixel_values"], b["pixel_values"])
+    assert torch.equal(a["input_ids"], b["input_ids"]) and a["input_ids"].shape == (1, 77)
+
+
+def test_clip_training_beats_chance(tiny_clip):
+    model, processor, history = tiny_clip
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert model.config.text_config.max_position_embeddings == 77
+    rng = np.random.default_rng(123)  # unseen images
+    images = [_square_image(c, rng) for c in COLOURS for _ in range(3)]
+    image_colour = np.repeat(np.arange(4), 3)
+    sim = encode_clip_texts(model, processor, [f"a {c} square" for c in COLOURS]) @ (
+        encode_clip_images(model, processor, images).T
+    )
+    hit_rate = float(np.mean(image_colour[sim.argmax(1)] == np.arange(4)))
+    assert hit_rate > 0.25  # chance: 1 / 4 colours
+    assert hit_rate >= 0.75
+
+
+def test_clip_save_from_pretrained_round_trip(tiny_clip, tmp_path):
+    model, processor, _ = tiny_clip
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model2 = CLIPModel.from_pretrained(tmp_path).eval()
+    processor2 = CLIPProcessor.from_pretrained(tmp_path)
+    image = _square_image("blue", np.random.default_rng(2))
+    inputs = processor(text=CAPTIONS[:2], images=image, return_tensors="pt", padding="max_length")
+    inputs2 = processor2(text=CAPTIONS[:2], images=image, return_tensors="pt", padding="max_length")
+    assert all(torch.equal(inputs[k], inputs2[k]) for k in inputs)
+    _assert_same_weights(model, model2)
+    with torch.no_grad():
+        out, out2 = model(**inputs), model2(**inputs2)
+    # bit-equal weights; outputs may differ in the last float bit only because safetensors'
+    # memory-mapped tensors are not 64-byte aligned, which changes the BLAS summation order
+    torch.testing.assert_close(out.logits_per_text, out2.logits_per_text, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        out.text_model_output.last_hidden_state,
+        out2.text_model_output.last_hidden_state,
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+# --------------------------------------------------------------------------- CTC processor
+def test_ctc_processor_vocab_and_round_trip(tmp_path):
+    processor = build_ctc_processor(CAPTIONS, tmp_path)
+    vocab = processor.tokenizer.get_vocab()
+    assert vocab["<pad>"] == 0 == processor.tokenizer.pad_token_id  # CTC blank
+    assert vocab["<unk>"] == 3 and vocab["|"] == 4
+    assert set("abcdefghilmnoprstuy") <= set(vocab)
+    ids = processor.tokenizer("red circle").input_ids
+    assert ids[3] == vocab["|"] and len(ids) == len("red circle")
+    assert processor.tokenizer.decode(ids, group_tokens=False) == "red circle"
+    fe = processor.feature_extractor
+    assert (fe.sampling_rate, fe.feature_size, fe.padding_value) == (16000, 1, 0.0)
+    assert fe.do_normalize and fe.return_attention_mask
+    reloaded = Wav2Vec2Processor.from_pretrained(tmp_path)
+    assert reloaded.tokenizer.get_vocab() == vocab
+    assert reloaded.tokenizer("red circle").input_ids == ids
+    assert reloaded.feature_extractor.to_dict() == fe.to_dict()
+
+
+def test_ctc_greedy_decode_collapses_repeats_and_blanks():
+    processor = build_ctc_processor(["ab ba"])
+    v = processor.tokenizer.get_vocab()
+    path = ["<pad>", "a", "a", "<pad>", "b", "|", "|", "b", "<pad>", "a", "<pad>", "a"]
+    logits = torch.full((1, len(path), len(v)), -5.0)
+    for t, token in enumerate(path):
+        logits[0, t, v[token]] = 5.0
+    # repeats collapse, a blank between two "a" keeps both, "|" becomes a space
+    assert ctc_greedy_decode(logits, processor) == ["ab baa"]
+    # frames beyond the valid length are ignored
+    assert ctc_greedy_decode(logits, processor, frame_lengths=[5]) == ["ab"]
+
+
+def test_tiny_hubert_config_matches_hubert_large_layout():
+    processor = build_ctc_processor(CAPTIONS)
+    config = TinyHubertConfig().to_hf(processor)
+    assert config.inputs_to_logits_ratio == 320
+    assert config.do_stable_layer_norm and config.feat_extract_norm == "layer"
+    assert config.ctc_loss_reduction == "mean" and config.vocab_size == len(processor.tokenizer)
+    assert config.pad_token_id == 0
+
+
+# --------------------------------------------------------------------------- CTC training
+def _tone_utterance(text, rng, freqs, chunk=1600):
+    """One 0.1 s tone (+ noise) per character: a trivially learnable synthetic 'speech'."""
+    t = np.arange(chunk) / 16000
+    parts = [np.sin(2 * np.pi * freqs[ch] * t + rng.uniform(0, 6)) for ch in text]
+    wav = np.concatenate(parts) + 0.05 * rng.standard_normal(chunk * len(text))
+    return ((wav - wav.mean()) / wav.std()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_hubert():
+    rng = np.random.default_rng(0)
+    freqs = {"a": 300.0, "b": 1200.0, " ": 3000.0}
+    texts = [str(w) for w in rng.choice(["ab", "ba", "ab ba", "ba ab", "aab"], size=24)]
+    wavs = [_tone_utterance(text, rng, freqs) for text in texts]
+    processor = build_ctc_processor(texts)
+    config = TinyHubertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 5,
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=4,
+        mask_time_prob=0.0,
+    )
+    train_cfg = HubertTrainConfig(
+        epochs=8, batch_size=8, learning_rate=3e-3, speed_perturb=None, progress=False
+    )
+    model, history = train_hubert_ctc(wavs, texts, processor, config, train_cfg)
+    return model, processor, history, wavs
+
+
+def test_ctc_training_decreases_loss(tiny_hubert):
+    model, _, history, _ = tiny_hubert
+    assert len(history) == 8 and history[-1]["step"] == 24
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert not model.training
+
+
+def test_ctc_training_is_seeded():
+    rng = np.random.default_rng(1)
+    wavs = [_tone_utterance("ab", rng, {"a": 300.0, "b": 900.0}) for _ in range(4)]
+    processor = build_ctc_processor(["ab"])
+    config = TinyHubertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=16, conv_dim=(8,) * 5, num_conv_pos_embeddings=4,
+                              num_conv_pos_embedding_groups=2)  # fmt: skip
+    train_cfg = {"epochs": 1, "batch_size": 2, "progress": False}
+    runs = [train_hubert_ctc(wavs, ["ab"] * 4, processor, config, train_cfg)[1] for _ in range(2)]
+    assert runs[0][0]["loss"] == runs[1][0]["loss"]
+
+
+def test_hubert_save_from_pretrained_round_trip(tiny_hubert, tmp_path):
+    model, processor, _, wavs = tiny_hubert
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model2 = HubertForCTC.from_pretrained(tmp_path).eval()
+    processor2 = Wav2Vec2Processor.from_pretrained(tmp_path)
+    inputs = processor2(wavs[:3], sampling_rate=16000, padding=True, return_tensors="pt")
+    _assert_same_weights(model, model2)
+    with torch.no_grad():
+        a = model(**inputs).logits
+        b = model2(**inputs).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert transcribe(model, processor, wavs[:6]) == transcribe(model2, processor2, wavs[:6])
+    states = hubert_hidden_states(model2, wavs[:2])
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(wavs[0]))))
+    assert states[0].shape == (frames, model.config.hidden_size)

@@ -1,0 +1,230 @@
+"""Tiny latent-diffusion stand-in: configs, VAE/UNet training steps, saved pipeline round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPModel
+
+from wavy_pipeline.models.foundation_clip import TinyClipConfig, build_clip_tokenizer
+from wavy_pipeline.models.foundation_diffusion import (
+    DiffusionTrainConfig,
+    TinyDiffusionConfig,
+    build_pipeline,
+    diffusion_loss,
+    encode_latent_dist,
+    encode_texts,
+    folder_size_bytes,
+    images_to_tensor,
+    text_encoder_from_clip,
+    train_unet,
+    train_vae,
+    vae_loss,
+)
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 165, 45), "blue": (30, 70, 225)}
+HIDDEN = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    # One intra-op thread: on a shared 2-core box, 2 OpenMP threads can be 10-40x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def squares() -> tuple[np.ndarray, list[list[str]]]:
+    """Six 64x64 images of one coloured square on a light background, two captions each."""
+    rng = np.random.default_rng(0)
+    images, captions = [], []
+    for i in range(6):
+        name = list(COLOURS)[i % 3]
+        image = np.full((64, 64, 3), 240, np.uint8)
+        y, x = rng.integers(4, 36, size=2)
+        image[y : y + 24, x : x + 24] = COLOURS[name]
+        images.append(image)
+        captions.append([f"a {name} square", f"the square is {name}"])
+    return np.stack(images), captions
+
+
+@pytest.fixture(scope="module")
+def text_tower(tmp_path_factory, squares):
+    """Tokenizer + CLIPTextModel copied from a randomly initialised tiny CLIP."""
+    captions = [c for caps in squares[1] for c in caps]
+    tokenizer = build_clip_tokenizer(captions, tmp_path_factory.mktemp("tokenizer"))
+    torch.manual_seed(0)
+    clip_cfg = TinyClipConfig(
+        text_hidden_size=HIDDEN,
+        text_num_layers=1,
+        text_num_heads=2,
+        text_intermediate_size=64,
+        vision_hidden_size=32,
+        vision_num_layers=1,
+        vision_num_heads=2,
+        vision_intermediate_size=64,
+        projection_dim=16,
+    )
+    clip = CLIPModel(clip_cfg.to_hf(tokenizer)).eval()
+    return clip, text_encoder_from_clip(clip), tokenizer
+
+
+@pytest.fixture(scope="module")
+def config() -> TinyDiffusionConfig:
+    return TinyDiffusionConfig(
+        vae_block_out_channels=(8, 16, 16),
+        vae_norm_num_groups=8,
+        unet_block_out_channels=(16, 32),
+        unet_norm_num_groups=8,
+        unet_attention_heads=2,
+        cross_attention_dim=HIDDEN,
+    )
+
+
+def _train_cfg(**kw) -> DiffusionTrainConfig:
+    base = dict(vae_steps=2, unet_steps=2, vae_batch_size=6, unet_batch_size=6, progress=False)
+    return DiffusionTrainConfig(**(base | kw))
+
+
+def test_default_config_builds_sd_like_components():
+    cfg = TinyDiffusionConfig()
+    vae, unet = cfg.build_vae(), cfg.build_unet()
+    assert cfg.latent_size == 16
+    assert isinstance(vae, AutoencoderKL) and isinstance(unet, UNet2DConditionModel)
+    assert unet.config.sample_size == 16 and unet.config.cross_attention_dim == 128
+    noise, sampler = cfg.build_noise_scheduler(), cfg.build_sampler()
+    assert isinstance(noise, DDPMScheduler) and isinstance(sampler, DPMSolverMultistepScheduler)
+    for sched in (noise, sampler):
+        assert sched.config.beta_schedule == "scaled_linear"
+        assert (sched.config.beta_start, sched.config.beta_end) == (0.00085, 0.012)
+        assert sched.config.num_train_timesteps == 1000
+        assert sched.config.prediction_type == "epsilon"
+    assert TinyDiffusionConfig(sampler="ddim").build_sampler().__class__.__name__ == "DDIMScheduler"
+
+
+def test_tiny_shapes(config, text_tower, squares):
+    _, text_encoder, tokenizer = text_tower
+    vae, unet = config.build_vae(), config.build_unet()
+    pixels = images_to_tensor(squares[0][:2])
+    assert pixels.shape == (2, 3, 64, 64) and -1 <= pixels.min() and pixels.max() <= 1
+    mean, std = encode_latent_dist(vae, pixels)
+    assert mean.shape == std.shape == (2, 4, 16, 16)
+    states = encode_texts(text_encoder, tokenizer, ["a red square", ""])
+    assert states.shape == (2, 77, HIDDEN)
+    with torch.no_grad():
+        eps = unet(mean, torch.tensor([10, 500]), encoder_hidden_states=states).sample
+        recon = vae.decode(mean).sample
+    assert eps.shape == (2, 4, 16, 16) and recon.shape == (2, 3, 64, 64)
+
+
+def test_text_encoder_matches_clip_text_tower(text_tower, squares):
+    clip, text_encoder, tokenizer = text_tower
+    ids = tokenizer(["a blue square"], padding="max_length", max_length=77, return_tensors="pt")
+    with torch.no_grad():
+        ref = clip.text_model(input_ids=ids.input_ids).last_hidden_state
+    torch.testing.assert_close(encode_texts(text_encoder, tokenizer, ["a blue square"]), ref)
+
+
+def test_vae_training_decreases_loss_and_sets_scaling(config, squares):
+    pixels = images_to_tensor(squares[0])
+    torch.manual_seed(0)
+    vae = config.build_vae()
+
+    def loss() -> float:
+        with torch.no_grad():
+            return vae_loss(vae, pixels, 1e-4, torch.Generator().manual_seed(0))[0].item()
+
+    before = loss()
+    history: list[dict] = []
+    trained = train_vae(
+        squares[0], config, _train_cfg(vae_steps=12, warmup_steps=0), vae=vae, history=history
+    )
+    assert trained is vae and len(history) == 12
+    assert loss() < 0.8 * before
+    mean, std = encode_latent_dist(vae, pixels)
+    scaled = (mean + std * torch.randn(mean.shape)) * vae.config.scaling_factor
+    assert 0.7 < scaled.std().item() < 1.3
+
+
+def test_unet_training_decreases_loss(config, text_tower, squares):
+    _, text_encoder, tokenizer = text_tower
+    images, captions = squares
+    vae = train_vae(images, config, _train_cfg())
+    mean, _ = encode_latent_dist(vae, images_to_tensor(images))
+    latents = mean * vae.config.scaling_factor
+    states = encode_texts(text_encoder, tokenizer, [c[0] for c in captions])
+    torch.manual_seed(0)
+    unet = config.build_unet()
+    scheduler = config.build_noise_scheduler()
+
+    def loss() -> float:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            return np.mean(
+                [diffusion_loss(unet, latents, states, scheduler, gen).item() for _ in range(4)]
+            )
+
+    before = loss()
+    history: list[dict] = []
+    cfg = _train_cfg(unet_steps=15, warmup_steps=0, ema_decay=0.0, unet_learning_rate=2e-3)
+    train_unet(
+        images, captions, vae, text_encoder, tokenizer, config, cfg, unet=unet, history=history
+    )
+    assert len(history) == 15 and not unet.training
+    assert loss() < 0.8 * before
+
+
+def test_saved_pipeline_reloads_and_generates(tmp_path, config, text_tower, squares):
+    _, text_encoder, tokenizer = text_tower
+    images, captions = squares
+    cfg = _train_cfg()
+    vae = train_vae(images, config, cfg)
+    unet = train_unet(images, captions, vae, text_encoder, tokenizer, config, cfg)
+    build_pipeline(vae, unet, text_encoder, tokenizer, config.build_sampler()).save_pretrained(
+        tmp_path / "sd"
+    )
+    assert folder_size_bytes(tmp_path / "sd") < 2_000_000
+
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "sd")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.safety_checker is None and pipe.feature_extractor is None
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    assert pipe.vae.config.scaling_factor == pytest.approx(vae.config.scaling_factor)
+    prompts = ["a red square", "the square is blue"]
+
+    def gens() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in (0, 1)]
+
+    common = dict(num_inference_steps=4, guidance_scale=6.0, height=64, width=64)
+    by_prompt = pipe(prompt=prompts, generator=gens(), output_type="pt", **common).images
+    assert by_prompt.shape == (2, 3, 64, 64)
+    again = pipe(prompt=prompts, generator=gens(), output_type="pt", **common).images
+    torch.testing.assert_close(by_prompt, again)
+
+    embeds, negative = pipe.encode_prompt(
+        prompts, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
+    assert embeds.shape == negative.shape == (2, 77, HIDDEN)
+    by_embeds = pipe(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=negative,
+        generator=gens(),
+        output_type="pt",
+        **common,
+    ).images
+    torch.testing.assert_close(by_prompt, by_embeds)
+
+    arrays = pipe(prompt=prompts, generator=gens(), output_type="np", **common).images
+    assert arrays.shape == (2, 64, 64, 3) and 0 <= arrays.min() and arrays.max() <= 1
+    pil = pipe(prompt=prompts[0], generator=gens()[0], **common).images[0]
+    assert pil.size == (64, 64)

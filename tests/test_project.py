@@ -1,0 +1,39 @@
+"""The project as users meet it: registry, configuration, kedro-viz's view of the DAG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kedro.framework.project import configure_project, pipelines
+from kedro.framework.startup import bootstrap_project
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = {"ingestion", "audio", "foundation", "features", "speechclip", "generation", "evaluation"}
+
+
+def test_registry_has_every_pipeline_and_default_skips_foundation():
+    bootstrap_project(PROJECT_ROOT)
+    configure_project("wavy_pipeline")
+    assert EXPECTED <= set(pipelines)
+    default = {n.name for n in pipelines["__default__"].nodes}
+    assert "train_speech_encoder" not in default
+    assert {"ingest_corpus", "preprocess_audio", "train_speechclip"} <= default
+    # foundation brings the data pipelines it needs
+    foundation = {n.name for n in pipelines["foundation"].nodes}
+    assert {"ingest_corpus", "preprocess_audio", "train_speech_encoder"} <= foundation
+
+
+def test_kedro_viz_data_layer_sees_every_pipeline_with_layers():
+    from kedro_viz.data_access import data_access_manager
+    from kedro_viz.server import load_and_populate_data
+
+    load_and_populate_data(PROJECT_ROOT)
+    registered = set(data_access_manager.registered_pipelines.get_pipeline_ids())
+    assert EXPECTED | {"__default__"} <= registered
+    layers = data_access_manager.get_sorted_layers_for_registered_pipeline("__default__")
+    expected_order = ["raw", "intermediate", "primary", "feature", "models", "reporting"]
+    assert [layer for layer in layers if layer in expected_order] == expected_order
+    assert layers.index("encoders") < layers.index("feature")
+    nodes = data_access_manager.nodes.as_list()
+    names = {n.name for n in nodes}
+    assert {"ingest_corpus", "preprocess_audio", "train_speechclip", "retrieval_metrics"} <= names
