@@ -115,7 +115,88 @@ def worker_audio(corpus: str) -> dict:
     }
 
 
-WORKERS = {"audio": worker_audio}
+def _latest(name: str) -> str:
+    """Folder of the latest version of a versioned dataset under data/."""
+    versions = sorted((ROOT / "data").glob(f"*/{name}/*/{name}"))
+    if not versions:
+        raise SystemExit(f"no version of {name}: run `kedro run` first")
+    return str(versions[-1])
+
+
+def worker_speechclip_epoch(mode: str) -> dict:
+    """One SpeechCLIP training epoch on the train split: on the cached features, or the
+    naive recipe that runs the frozen HuBERT and CLIP vision encoders inside every step
+    (SpeechCLIP's own way). Same model, batch size and optimiser in both."""
+    import pandas as pd  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    from kedro_datasets.partitions import PartitionedDataset  # noqa: PLC0415
+    from transformers import CLIPModel, CLIPProcessor, HubertModel  # noqa: PLC0415
+
+    from wavy_pipeline.alignment import FeaturePairs, split  # noqa: PLC0415
+    from wavy_pipeline.datasets import ArrayStore, HubertInputs  # noqa: PLC0415
+    from wavy_pipeline.models.losses import masked_info_nce  # noqa: PLC0415
+    from wavy_pipeline.models.speech_features import hubert_layer_features  # noqa: PLC0415
+    from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    speech = ArrayStore(_latest("speech_features"))
+    images = ArrayStore(_latest("image_embeddings"))
+    utterances = pd.read_parquet(_latest("utterances.parquet"))
+    train = split(utterances, "train", speech.keys)
+    meta, batch = speech.meta, 64
+    model = SpeechCLIP(
+        SpeechCLIPConfig(
+            num_layers=meta["layers"],
+            speech_dim=meta["hidden_size"],
+            num_segments=meta["segments"],
+            image_dim=images["embedding"].shape[1],
+            n_heads=4,
+        )
+    )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(train)).tolist()
+    if mode == "naive":
+        inputs = HubertInputs(_latest("hubert_inputs"))
+        hubert = HubertModel.from_pretrained(_latest("speech_encoder")).eval()
+        clip = CLIPModel.from_pretrained(_latest("clip")).eval()
+        processor = CLIPProcessor.from_pretrained(_latest("clip"))
+        files = PartitionedDataset(
+            path=str(DEMO / "Flicker8k_Dataset"),
+            dataset="pillow.ImageDataset",
+            filename_suffix=".jpg",
+        ).load()
+    else:
+        pairs = FeaturePairs(train, speech, images)
+    start = time.perf_counter()
+    for i in range(0, len(order) - batch + 1, batch):
+        rows = train.iloc[order[i : i + batch]]
+        if mode == "naive":
+            _, values, mask = next(inputs.batches(rows["utterance_id"], batch_size=batch))
+            feats = hubert_layer_features(
+                hubert, torch.from_numpy(values), torch.from_numpy(mask), meta["segments"]
+            )
+            with torch.inference_mode():
+                pixels = processor.image_processor(
+                    images=[files[k]().convert("RGB") for k in rows["image_id"]],
+                    return_tensors="pt",
+                )["pixel_values"]
+                image_emb = clip.get_image_features(pixel_values=pixels).pooler_output
+            feats, image_emb = feats.clone(), image_emb.clone()
+            image_ids = torch.from_numpy(images.rows(rows["image_id"].tolist()))
+        else:
+            items = [pairs[j] for j in order[i : i + batch]]
+            feats = torch.stack([x["speech"] for x in items])
+            image_emb = torch.stack([x["image"] for x in items])
+            image_ids = torch.stack([x["image_id"] for x in items])
+        s, v, scale = model(feats, image_emb)
+        loss = masked_info_nce(s, v, scale, image_ids)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return {"epoch_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
+WORKERS = {"audio": worker_audio, "speechclip_epoch": worker_speechclip_epoch}
 
 
 def run_worker(name: str, *args: str) -> dict:
@@ -155,7 +236,67 @@ def bench_audio(repeats: int) -> None:
             )
 
 
-SECTIONS = {"audio": bench_audio}
+def bench_speechclip(repeats: int) -> None:
+    print("\n## SpeechCLIP projector training: cached features vs encoders in every step")
+    print(f"one epoch of the train split, batch 64, median of {repeats} runs; 2-core CPU\n")
+    print("| recipe | epoch (s) | peak RSS (MB) |")
+    print("|---|---|---|")
+    modes = ("cached", "naive")
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for _ in range(repeats):  # interleaved, so both recipes see the same machine load
+        for mode in modes:
+            runs[mode].append(run_worker("speechclip_epoch", mode))
+    results = {mode: median_of(runs[mode]) for mode in modes}
+    labels = {"cached": "cached features (this project)", "naive": "naive (encoders in the loop)"}
+    for mode in modes:
+        row = results[mode]
+        print(f"| {labels[mode]} | {row['epoch_s']:.2f} | {row['peak_rss_mb']:.0f} |")
+    print(
+        f"\nspeed-up of caching: **{results['naive']['epoch_s'] / results['cached']['epoch_s']:.1f}×**"
+    )
+
+
+def kedro_run(*args: str) -> dict:
+    """Wall time and peak RSS of one `kedro run` (a fresh process) in this project; training
+    checkpoints go to a temporary folder so nothing is resumed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        params = f"speechclip.checkpoint_dir={tmp}/sc,speech_adapter.checkpoint_dir={tmp}/ad"
+        command = [str(Path(sys.executable).parent / "kedro"), "run", *args, "--params", params]
+        env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        start = time.perf_counter()
+        out = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        seconds = time.perf_counter() - start
+        if out.returncode:
+            raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest child so far: exact when it grows, a floor else
+    return {"wall_s": seconds, "peak_rss_mb": max(peak, before) / 1024}
+
+
+def bench_pipelines(repeats: int, names: tuple[str, ...] = ("speechclip",)) -> None:
+    print("\n## Pipeline wall time and peak memory (`kedro run --pipelines …`, 2-core CPU)")
+    print(f"median of {repeats} runs, on the latest persisted inputs\n")
+    print("| pipeline | wall (s) | peak RSS (MB) |")
+    print("|---|---|---|")
+    for name in names:
+        m = median_of([kedro_run("--pipelines", name) for _ in range(repeats)])
+        print(f"| {name} | {m['wall_s']:.0f} | {m['peak_rss_mb']:.0f} |")
+
+
+def bench_foundation(repeats: int) -> None:
+    bench_pipelines(1, ("foundation",))  # ~10 min each; one run
+
+
+SECTIONS = {
+    "audio": bench_audio,
+    "speechclip": bench_speechclip,
+    "pipelines": bench_pipelines,
+    "foundation": bench_foundation,
+}
+DEFAULT_SECTIONS = ("audio", "speechclip", "pipelines")  # foundation: --only foundation
 
 
 def main() -> None:
@@ -168,7 +309,7 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](*rest)))
         return
     print("# wavy_pipeline benchmarks")
-    for name in args.only or SECTIONS:
+    for name in args.only or DEFAULT_SECTIONS:
         SECTIONS[name](args.repeats)
 
 

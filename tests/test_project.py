@@ -8,7 +8,15 @@ from kedro.framework.project import configure_project, pipelines
 from kedro.framework.startup import bootstrap_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = {"ingestion", "audio", "foundation", "features", "speechclip", "generation", "evaluation"}
+EXPECTED = {
+    "ingestion",
+    "audio",
+    "foundation",
+    "features",
+    "speechclip",
+    "generation",
+    "evaluation",
+}
 
 
 def test_registry_has_every_pipeline_and_default_skips_foundation():

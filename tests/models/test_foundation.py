@@ -168,6 +168,30 @@ def test_clip_training_beats_chance(tiny_clip):
     assert hit_rate >= 0.75
 
 
+def test_clip_one_caption_per_image_and_time_budget(tiny_clip):
+    _, processor, _ = tiny_clip
+    rng = np.random.default_rng(3)
+    images = [_square_image(c, rng) for c in COLOURS]
+    captions = [f"a {c} square" for c in COLOURS]
+    config = TinyClipConfig(
+        text_hidden_size=16,
+        text_num_layers=1,
+        text_num_heads=2,
+        text_intermediate_size=16,
+        vision_hidden_size=16,
+        vision_num_layers=1,
+        vision_num_heads=2,
+        vision_intermediate_size=16,
+        patch_size=32,
+        projection_dim=8,
+    )
+    train_cfg = {"epochs": 2, "batch_size": 4, "all_captions": False, "progress": False}
+    _, history = train_clip(images, captions, list(COLOURS), processor, config, train_cfg)
+    assert [h["step"] for h in history] == [1, 2]
+    budget = {**train_cfg, "max_time_s": 1e-9}
+    assert train_clip(images, captions, list(COLOURS), processor, config, budget)[1] == []
+
+
 def test_clip_save_from_pretrained_round_trip(tiny_clip, tmp_path):
     model, processor, _ = tiny_clip
     model.save_pretrained(tmp_path)

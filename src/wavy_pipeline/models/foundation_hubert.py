@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -404,16 +404,10 @@ def _as_train_cfg(cfg: Any, cls: type) -> Any:
     raise TypeError(f"expected {cls.__name__} or dict, got {type(cfg).__name__}")
 
 
-def config_dict(cfg: Any) -> dict[str, Any]:
-    """Plain dict of a (Tiny*/…TrainConfig) dataclass, e.g. for logging."""
-    return asdict(cfg)
-
-
 __all__ = [
     "HubertTrainConfig",
     "TinyHubertConfig",
     "build_ctc_processor",
-    "config_dict",
     "ctc_greedy_decode",
     "hubert_hidden_states",
     "pad_waveforms",

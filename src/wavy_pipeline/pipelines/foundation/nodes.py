@@ -27,6 +27,12 @@ from wavy_pipeline.models.foundation import (
     train_hubert_ctc,
     transcribe,
 )
+from wavy_pipeline.models.foundation_diffusion import (
+    DiffusionTrainConfig,
+    TinyDiffusionConfig,
+    text_encoder_from_clip,
+    train_stand_in,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +139,33 @@ def evaluate_clip_model(
     }
     logger.info("CLIP stand-in: text→image %s", metrics["text_to_image"])
     return metrics
+
+
+def train_diffusion_model(
+    utterances: pd.DataFrame,
+    image_files: Mapping[str, Callable],
+    clip_model: Any,
+    clip_processor: Any,
+    seed: int,
+    params: dict[str, Any],
+) -> tuple[Any, pd.DataFrame]:
+    """Train the latent-diffusion stand-in (VAE, then a text-conditioned UNet) on the train
+    split's images and captions; its text encoder is the CLIP stand-in's text tower, as SD
+    v1.4's is CLIP ViT-L/14's."""
+    train = _split(utterances, "train")
+    images = _images(train, image_files)
+    captions = train.groupby("image_id")["caption"].apply(list)
+    text_encoder = text_encoder_from_clip(clip_model)
+    pipe, histories = train_stand_in(
+        list(images.values()),
+        [captions[i] for i in images],
+        text_encoder,
+        clip_processor.tokenizer,
+        TinyDiffusionConfig(cross_attention_dim=text_encoder.config.hidden_size, **params["model"]),
+        DiffusionTrainConfig(seed=seed, **params["train"]),
+    )
+    history = pd.concat(
+        [pd.DataFrame(rows).assign(stage=stage) for stage, rows in histories.items()],
+        ignore_index=True,
+    )
+    return pipe, history

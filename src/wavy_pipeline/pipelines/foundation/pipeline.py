@@ -7,6 +7,7 @@ from wavy_pipeline.pipelines.foundation.nodes import (
     evaluate_clip_model,
     evaluate_speech_encoder,
     train_clip_model,
+    train_diffusion_model,
     train_speech_encoder,
 )
 
@@ -61,6 +62,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                     outputs="clip_metrics",
                     name="evaluate_clip",
                     tags=["evaluation"],
+                ),
+                Node(
+                    func=train_diffusion_model,
+                    inputs=[
+                        "utterances",
+                        "raw_image_files",
+                        "clip@model",
+                        "clip@processor",
+                        "params:seed",
+                        "params:foundation.diffusion",
+                    ],
+                    outputs=["diffusion@trained", "diffusion_history"],
+                    name="train_diffusion",
+                    tags=["training"],
                 ),
             ],
             tags=["foundation"],

@@ -1,0 +1,65 @@
+"""The newcomer's path on a throw-away copy of the project (committed corpus and stand-in
+encoders), on CPU: the DAG as `kedro run` runs it, then the slices users run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def latest(folder: Path) -> Path:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))[-1] / folder.name
+
+
+def run(project: Path, **kwargs) -> None:
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project) as session:
+        session.run(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory):
+    project = tmp_path_factory.mktemp("e2e") / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, project / name)
+    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    for layer in ("01_raw", "06_models"):
+        shutil.copytree(
+            PROJECT_ROOT / "data" / layer,
+            project / "data" / layer,
+            ignore=shutil.ignore_patterns("checkpoints"),
+        )
+    (project / "src").mkdir()
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        yield project
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.slow
+def test_speech_to_image_retrieval_on_the_demo(demo_project):
+    run(
+        demo_project,
+        pipeline_names=["ingestion", "audio", "features", "speechclip"],
+        to_nodes=["evaluate_retrieval"],
+    )
+    reporting = demo_project / "data" / "08_reporting"
+    metrics = json.loads(latest(reporting / "retrieval_metrics.json").read_text())
+    assert metrics["speech_to_image_attribute_R@1"] >= 0.8
+    assert metrics["text_to_image_attribute_R@1"] - metrics["speech_to_image_attribute_R@1"] <= 0.1
+    assert metrics["speech_to_image"]["R@10"] > metrics["chance"]["speech_to_image"]["R@10"]
+    assert metrics["speech_to_image"]["R@1"] > 5 * metrics["chance"]["speech_to_image"]["R@1"]
+    assert metrics["unseen_voice"]["speech_to_image_attribute_R@1"] >= 0.6
+    assert latest(reporting / "speechclip_training.png").stat().st_size > 0
