@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
@@ -190,6 +189,7 @@ class DiffusionTrainConfig:
     unet_weight_decay: float = 1e-2
     caption_dropout: float = 0.1  # replace the caption by "" (classifier-free guidance)
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (e.g. 5.0); None = plain MSE
+    noise_offset: float = 0.0  # "offset noise" (see diffusion_loss)
     ema_decay: float = 0.999
     unet_max_time_s: float | None = None
 
@@ -407,13 +407,21 @@ def diffusion_loss(
     noise_scheduler: DDPMScheduler,
     generator: torch.Generator,
     snr_gamma: float | None = None,
+    noise_offset: float = 0.0,
 ) -> torch.Tensor:
     """Epsilon-prediction MSE for scaled ``latents`` at uniformly drawn timesteps.
 
     ``snr_gamma`` enables Min-SNR-gamma loss weighting (Hang et al. 2023,
     ``min(SNR, gamma) / SNR`` per sample), which down-weights the easy low-noise steps.
+    ``noise_offset`` adds ``noise_offset * N(0, 1)`` per (sample, channel) to the noise
+    ("offset noise"): SD's schedule keeps some signal at t=999 (SNR 0.005 per element), and
+    on small flat-coloured latents the mean colour leaks through it, so without the offset
+    the model learns to take the colour from the starting noise instead of the prompt.
     """
     noise = torch.randn(latents.shape, generator=generator)
+    if noise_offset:
+        b, c = latents.shape[:2]
+        noise = noise + noise_offset * torch.randn((b, c, 1, 1), generator=generator)
     timesteps = torch.randint(
         0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator
     )
@@ -496,7 +504,7 @@ def train_unet(
         eps = torch.randn(mean[idx].shape, generator=gen)
         latents = (mean[idx] + std[idx] * eps) * scale
         loss = diffusion_loss(
-            unet, latents, states[text_rows], noise_scheduler, gen, cfg.snr_gamma
+            unet, latents, states[text_rows], noise_scheduler, gen, cfg.snr_gamma, cfg.noise_offset
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
