@@ -63,3 +63,35 @@ def test_speech_to_image_retrieval_on_the_demo(demo_project):
     assert metrics["speech_to_image"]["R@1"] > 5 * metrics["chance"]["speech_to_image"]["R@1"]
     assert metrics["unseen_voice"]["speech_to_image_attribute_R@1"] >= 0.6
     assert latest(reporting / "speechclip_training.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_default_run_goes_from_speech_to_images_and_a_report(demo_project):
+    run(demo_project)  # `kedro run`: the whole default DAG, reusing what is already saved
+    reporting = demo_project / "data" / "08_reporting"
+    evaluation = json.loads(latest(reporting / "evaluation_metrics.json").read_text())
+    assert set(evaluation["clip_score"]) == {"speech", "text", "ground_truth"}
+    assert evaluation["clip_score_ratio_speech_to_text"] > 0
+    assert evaluation["attribute_accuracy"]["judge_on_corpus_images"]["color"] >= 0.95
+    assert "unseen_voice" in evaluation
+    report = latest(reporting / "evaluation_report")
+    assert {"report.md", "grid.png", "scores.png"} <= {p.name for p in report.iterdir()}
+    images = latest(demo_project / "data" / "07_model_output" / "generated_images")
+    assert len(list((images / "images").iterdir())) == 2 * 90  # speech + text per test utterance
+
+
+@pytest.mark.slow
+def test_slices_reuse_persisted_versions(demo_project):
+    outputs = demo_project / "data"
+    generated = outputs / "07_model_output" / "generated_images"
+    metrics = outputs / "08_reporting" / "evaluation_metrics.json"
+    features = outputs / "04_feature" / "speech_features"
+    n_generated, n_metrics, n_features = (
+        len(list(p.iterdir())) for p in (generated, metrics, features)
+    )
+    run(demo_project, pipeline_names=["generation", "evaluation"])
+    assert len(list(generated.iterdir())) == n_generated + 1
+    run(demo_project, from_nodes=["score_generated_images"])
+    assert len(list(generated.iterdir())) == n_generated + 1  # loaded, not regenerated
+    assert len(list(metrics.iterdir())) == n_metrics + 2
+    assert len(list(features.iterdir())) == n_features

@@ -16,8 +16,10 @@ UNSEEN = "#c0392b"
 
 
 def pick_examples(table: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Up to ``n`` utterances for the grid, half from unseen voices when there are any."""
+    """Up to ``n`` utterances of different images for the grid, half from unseen voices
+    when there are any."""
     speech = table[table["condition"] == "speech"].sort_values("utterance_id")
+    speech = speech.drop_duplicates(["image_id", "unseen_voice"])
     unseen = speech[speech["unseen_voice"]].head(n // 2)
     seen = speech[~speech["unseen_voice"]].head(n - len(unseen))
     return pd.concat([seen, unseen])

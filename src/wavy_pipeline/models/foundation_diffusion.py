@@ -67,6 +67,10 @@ class TinyDiffusionConfig:
     vae_layers_per_block: int = 1
     vae_norm_num_groups: int = 32
     vae_init_logvar: float = -5.0
+    # Self-attention in the VAE mid-blocks (SD has it). Without it the encoder is local, so
+    # a shape's colour is written into the latents *at the shape*, which the small UNet
+    # learns far more easily than colour codes spread over the whole latent grid.
+    vae_mid_block_attention: bool = False
     # UNet2DConditionModel
     unet_block_out_channels: tuple[int, ...] = (64, 128)
     unet_layers_per_block: int = 1
@@ -112,6 +116,7 @@ class TinyDiffusionConfig:
             norm_num_groups=self.vae_norm_num_groups,
             sample_size=self.image_size,
             scaling_factor=1.0,
+            mid_block_add_attention=self.vae_mid_block_attention,
         )
         with torch.no_grad():
             vae.quant_conv.bias[self.latent_channels :] = self.vae_init_logvar
