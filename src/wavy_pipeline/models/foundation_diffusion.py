@@ -184,7 +184,6 @@ class DiffusionTrainConfig:
     vae_batch_size: int = 16
     vae_learning_rate: float = 2e-3
     vae_kl_weight: float = 1e-6
-    vae_contrast_weight: float = 0.0
     vae_augment_flips: bool = True  # flips/transposes (the VAE never sees captions)
     vae_max_time_s: float | None = None
     # UNet: epsilon prediction on (frozen) VAE latents
@@ -321,29 +320,12 @@ def _setup(train_cfg: DiffusionTrainConfig | dict[str, Any] | None) -> Diffusion
 
 # --------------------------------------------------------------------------- VAE
 def vae_loss(
-    vae: AutoencoderKL,
-    pixels: torch.Tensor,
-    kl_weight: float,
-    generator: torch.Generator,
-    contrast_weight: float = 0.0,
+    vae: AutoencoderKL, pixels: torch.Tensor, kl_weight: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Reconstruction (L1 + MSE per pixel) + ``kl_weight`` * KL (mean per latent element).
-
-    With ``contrast_weight`` > 0 each pixel's reconstruction error is weighted by
-    ``1 + contrast_weight * c`` where ``c`` in [0, 1] is its (per image normalised) distance
-    from the image's mean colour: small salient objects on a plain background (the demo's
-    shapes) then count as much as the background they are drawn on.
-    """
+    """Reconstruction (L1 + MSE per pixel) + ``kl_weight`` * KL (mean per latent element)."""
     dist = vae.encode(pixels).latent_dist
     recon = vae.decode(dist.sample(generator=generator)).sample
-    err = (recon - pixels).abs() + (recon - pixels).pow(2)
-    if contrast_weight > 0:
-        contrast = (pixels - pixels.mean((2, 3), keepdim=True)).norm(dim=1, keepdim=True)
-        contrast = contrast / contrast.amax((2, 3), keepdim=True).clamp_min(1e-6)
-        weight = 1 + contrast_weight * contrast
-        rec = (err * weight).mean() / weight.mean()
-    else:
-        rec = err.mean()
+    rec = (recon - pixels).abs().mean() + (recon - pixels).pow(2).mean()
     kl = 0.5 * (dist.mean.pow(2) + dist.var - 1.0 - dist.logvar).mean()
     loss = rec + kl_weight * kl
     return loss, {"loss": loss.item(), "rec": rec.item(), "kl": kl.item()}
@@ -381,7 +363,7 @@ def train_vae(
         if cfg.vae_augment_flips:
             batch = _augment_d4(batch, gen)
         batch = batch.contiguous(memory_format=torch.channels_last)
-        loss, logs = vae_loss(vae, batch, cfg.vae_kl_weight, gen, cfg.vae_contrast_weight)
+        loss, logs = vae_loss(vae, batch, cfg.vae_kl_weight, gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.max_grad_norm)
