@@ -30,6 +30,9 @@ from wavy_pipeline.models.foundation_diffusion import (
     vae_loss,
 )
 
+# diffusers' DPM-Solver builds sigmas with np.array(torch tensor): a NumPy 2 deprecation, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 165, 45), "blue": (30, 70, 225)}
 HIDDEN = 32
 
@@ -82,9 +85,9 @@ def text_tower(tmp_path_factory, squares):
 @pytest.fixture(scope="module")
 def config() -> TinyDiffusionConfig:
     return TinyDiffusionConfig(
-        vae_block_out_channels=(8, 16, 16),
-        vae_norm_num_groups=8,
-        unet_block_out_channels=(16, 32),
+        vae_block_out_channels=(8, 8, 16),
+        vae_norm_num_groups=4,
+        unet_block_out_channels=(16, 16, 32),
         unet_norm_num_groups=8,
         unet_attention_heads=2,
         cross_attention_dim=HIDDEN,
@@ -102,6 +105,8 @@ def test_default_config_builds_sd_like_components():
     assert cfg.latent_size == 16
     assert isinstance(vae, AutoencoderKL) and isinstance(unet, UNet2DConditionModel)
     assert unet.config.sample_size == 16 and unet.config.cross_attention_dim == 128
+    assert unet.config.addition_embed_type == "text"  # pooled text -> timestep embedding
+    assert not vae.config.mid_block_add_attention
     noise, sampler = cfg.build_noise_scheduler(), cfg.build_sampler()
     assert isinstance(noise, DDPMScheduler) and isinstance(sampler, DPMSolverMultistepScheduler)
     for sched in (noise, sampler):
@@ -190,6 +195,7 @@ def test_saved_pipeline_reloads_and_generates(tmp_path, config, text_tower, squa
     cfg = _train_cfg()
     vae = train_vae(images, config, cfg)
     unet = train_unet(images, captions, vae, text_encoder, tokenizer, config, cfg)
+    tokenizer.model_max_length = int(1e30)  # as when a tokenizer is saved without it
     build_pipeline(vae, unet, text_encoder, tokenizer, config.build_sampler()).save_pretrained(
         tmp_path / "sd"
     )
@@ -200,6 +206,7 @@ def test_saved_pipeline_reloads_and_generates(tmp_path, config, text_tower, squa
     assert pipe.safety_checker is None and pipe.feature_extractor is None
     assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
     assert pipe.vae.config.scaling_factor == pytest.approx(vae.config.scaling_factor)
+    assert pipe.tokenizer.model_max_length == 77
     prompts = ["a red square", "the square is blue"]
 
     def gens() -> list[torch.Generator]:
