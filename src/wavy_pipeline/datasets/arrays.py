@@ -7,6 +7,7 @@ bounded by one block, whatever the number of rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,20 @@ class ArrayStore:
     def take(self, name: str, keys: Sequence[str]) -> np.ndarray:
         """The rows of ``keys`` of array ``name``, in memory."""
         return np.asarray(self[name][self.rows(keys)])
+
+    def digest(self, sample_rows: int = 64) -> str:
+        """A short content fingerprint: keys, every array's shape and dtype, and the bytes of
+        up to ``sample_rows`` evenly spaced rows of each. Cheap on any corpus size, and it
+        changes when the arrays are recomputed by another model (e.g. new encoders of the
+        same size), which ``meta`` alone does not show."""
+        h = hashlib.sha256("\n".join(self.keys).encode())
+        for name in self.names:
+            array = self[name]
+            h.update(f"{name}{array.shape}{array.dtype}".encode())
+            if len(array):
+                rows = np.unique(np.linspace(0, len(array) - 1, sample_rows).astype(np.int64))
+                h.update(np.ascontiguousarray(array[rows]).tobytes())
+        return h.hexdigest()[:16]
 
 
 class ArrayStoreDataset(AtomicVersionedDataset[ArrayStream, ArrayStore]):

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import torch
+from accelerate import PartialState
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# How long a process may wait for the others at a collective: process 0 alone writes each
+# dataset (and fsyncs it) while the others wait, which can outlast NCCL's 10-minute default.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
+def process_state() -> PartialState | None:
+    """Accelerate's state of this process when a launcher started several (``WORLD_SIZE``
+    > 1), creating the process group on first use: NCCL with one GPU per process, gloo on
+    CPU (no GPU, or ``ACCELERATE_USE_CPU=1``). None for a single process, which never
+    touches ``torch.distributed``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=use_cpu or not torch.cuda.is_available(), timeout=PROCESS_GROUP_TIMEOUT)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is a clear error."""
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is a clear error.
+
+    In a process started by ``accelerate launch`` with several processes, ``auto`` and
+    ``cuda`` mean this process's own GPU (``cuda:<local rank>``), and ``auto`` means CPU
+    under ``ACCELERATE_USE_CPU=1``: Accelerate's process state decides, as for training.
+    """
+    state = process_state() if name in ("auto", "cuda") else None
+    if state is not None and (state.device.type == "cuda" or name == "auto"):
+        return state.device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -12,7 +12,9 @@ Both backbones stay frozen (their outputs are cached); only the small heads belo
       -> Linear (identity init when E == image_dim)                 (B, E) -> L2 normalise
 
 The contrastive temperature is learned as ``logit_scale = log(1 / T)`` and its exponential
-is clamped at 100, as in CLIP. The loss lives in :mod:`wavy_pipeline.models.losses`.
+is clamped at 100, as in CLIP. The loss lives in :mod:`wavy_pipeline.models.losses`;
+:func:`speechclip_loss` applies it to a training batch, over the global batch when
+training data-parallel.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from wavy_pipeline.models.losses import masked_info_nce
+from wavy_pipeline.models.train import gather_for_loss
 
 POOLINGS = ("cls_transformer", "attentive")
 CONFIG_NAME = "config.json"
@@ -213,3 +218,13 @@ class SpeechCLIP(nn.Module):
         model = cls(config)
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
         return model
+
+
+def speechclip_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``fit``'s loss for SpeechCLIP: masked InfoNCE of a batch of ``speech`` features,
+    ``image`` embeddings and ``image_id``s. Under data-parallel training the embeddings of
+    every process's slice are gathered first, so the negatives (and the gradient) are those
+    of the whole batch, as on one device."""
+    speech, image, scale = model(batch["speech"], batch["image"])
+    speech, image, image_ids = gather_for_loss(speech, image, batch["image_id"])
+    return masked_info_nce(speech, image, scale, image_ids)

@@ -12,6 +12,16 @@ indexable dataset of ``dict[str, Tensor]`` items:
   of an uninterrupted run (same device, same data);
 * early stopping on ``eval_fn(model)[config.monitor]`` (higher is better), restoring the
   best weights at the end.
+
+One GPU: call ``fit`` (or ``kedro run``). Many GPUs or nodes: start the same program with
+``accelerate launch --multi_gpu --num_processes N …``; ``fit`` then trains data-parallel
+(DDP through Accelerate's ``prepare``). ``batch_size`` stays the *global* batch: each
+process takes its contiguous ``batch_size / N`` slice of every batch of the same seeded
+order, DDP averages the gradients, so a per-sample mean loss gets the single-process
+gradient; a loss that needs the whole batch (contrastive negatives) gathers it with
+:func:`gather_for_loss`. The main process alone evaluates (the metrics are broadcast, so
+every process makes the same early-stopping decision) and writes checkpoints; the others
+wait for each write. A checkpoint resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -31,10 +41,17 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    InitProcessGroupKwargs,
+    broadcast_object_list,
+    set_seed,
+)
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
+
+from wavy_pipeline.models.device import PROCESS_GROUP_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +166,22 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
             data version); a checkpoint is only resumed if this matches too.
     """
     accelerator = _make_accelerator(config)
+    world, rank, main = (
+        accelerator.num_processes,
+        accelerator.process_index,
+        accelerator.is_main_process,
+    )
+    if config.batch_size % world:
+        raise ValueError(
+            f"batch_size {config.batch_size} (the global batch) must be divisible by the "
+            f"{world} processes"
+        )
     n_items = len(train_dataset)
     n_batches = (
         n_items // config.batch_size if config.drop_last else -(-n_items // config.batch_size)
     )
+    if not config.drop_last and world > 1 and n_items % config.batch_size < world:
+        n_batches = n_items // config.batch_size  # a last batch too small to share out
     if n_batches == 0:
         raise ValueError(f"{n_items} items give no full batch of {config.batch_size}")
     total_steps = n_batches * config.max_epochs
@@ -176,6 +205,9 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
     raw_model = accelerator.unwrap_model(model)
 
     def save() -> None:
+        if not main:  # one writer; the others wait until the file is complete
+            accelerator.wait_for_everyone()
+            return
         _atomic_torch_save(
             {
                 "fingerprint": fingerprint,
@@ -188,6 +220,7 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
             },
             ckpt_path,
         )
+        accelerator.wait_for_everyone()
 
     def result(completed: bool) -> TrainResult:
         return TrainResult(
@@ -201,11 +234,14 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
 
     model.train()
     steps_this_run = 0
-    with tqdm(total=total_steps, initial=state.step, disable=not progress, desc="train") as bar:
+    bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and main), desc="train")
+    with bar:
         while not state.done:
             order = _epoch_permutation(config.seed, state.epoch, n_items)
             for b in range(state.batch_in_epoch, n_batches):
-                indices = order[b * config.batch_size : (b + 1) * config.batch_size]
+                indices = _shard(
+                    order[b * config.batch_size : (b + 1) * config.batch_size], world, rank
+                )
                 batch = _collate([train_dataset[i] for i in indices], accelerator.device)
                 with accelerator.autocast():
                     loss = loss_fn(model, batch)
@@ -216,7 +252,9 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
                 optimizer.step()
                 scheduler.step()
 
-                loss_value = loss.item()
+                loss_value = (
+                    accelerator.reduce(loss.detach(), "mean") if world > 1 else loss
+                ).item()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
                         f"non-finite loss {loss_value} at step {state.step + 1}"
@@ -254,7 +292,7 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
             state.batch_in_epoch = 0
             is_last = state.epoch == config.max_epochs
             if eval_fn is not None and (is_last or state.epoch % config.eval_every_epochs == 0):
-                _evaluate(
+                _evaluate(  # on the main process; the others get its metrics
                     raw_model,
                     eval_fn,
                     accelerator=accelerator,
@@ -282,7 +320,52 @@ def _make_accelerator(config: TrainConfig) -> Accelerator:
             "mixed_precision=%r is only used on CUDA; training in fp32 on CPU", mixed_precision
         )
         mixed_precision = "no"
-    return Accelerator(cpu=use_cpu, mixed_precision=mixed_precision)
+    # split_batches: config.batch_size is the global batch, so the LR schedule steps once per
+    # optimizer step whatever the number of processes (no dataloader is prepared).
+    return Accelerator(
+        cpu=use_cpu,
+        mixed_precision=mixed_precision,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
+    )
+
+
+def _shard(indices: list[int], world: int, rank: int) -> list[int]:
+    """This process's contiguous, equal slice of a global batch (all of it for one process)."""
+    if world == 1:
+        return indices
+    per = len(indices) // world
+    return indices[rank * per : (rank + 1) * per]
+
+
+class _GatherForLoss(torch.autograd.Function):
+    """All-gather along dim 0 whose backward keeps this process's slice, times the number
+    of processes: every process computes the same loss on the gathered batch, DDP then
+    averages the P local gradients, which sums the P slices' true gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.world, ctx.rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        ctx.rows = len(tensor)
+        parts = [torch.empty_like(tensor) for _ in range(ctx.world)]
+        torch.distributed.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows] * ctx.world
+
+
+def gather_for_loss(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The global batch of each per-item tensor, for losses over the whole batch (e.g. the
+    negatives of InfoNCE) under data-parallel :func:`fit`; the tensors themselves for one
+    process. Rows come in process order, which is the single-process batch order, and
+    gradients flow back so that DDP's average is the single-process gradient."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return tensors
+    if torch.distributed.get_world_size() == 1:
+        return tensors
+    return tuple(_GatherForLoss.apply(t) for t in tensors)
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -321,10 +404,14 @@ def _evaluate(
     scheduler: Any,
 ) -> None:
     """Run ``eval_fn``, log a history row, track the best weights and early stopping."""
-    model.eval()
-    with torch.no_grad(), accelerator.autocast():
-        metrics = {k: float(v) for k, v in eval_fn(model).items()}
-    model.train()
+    metrics = None
+    if accelerator.is_main_process:
+        model.eval()
+        with torch.no_grad(), accelerator.autocast():
+            metrics = {k: float(v) for k, v in eval_fn(model).items()}
+        model.train()
+    if accelerator.num_processes > 1:  # one decision for all: early stopping, best weights
+        metrics = broadcast_object_list([metrics])[0]
     if config.monitor not in metrics:
         raise KeyError(f"eval_fn returned {sorted(metrics)}, missing monitor {config.monitor!r}")
     # state.epoch already counts this epoch; the row reports the epoch's mean train loss

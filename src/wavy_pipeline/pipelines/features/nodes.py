@@ -1,4 +1,9 @@
-"""Nodes of the ``features`` pipeline: frozen HuBERT and CLIP, run once, cached."""
+"""Nodes of the ``features`` pipeline: frozen HuBERT and CLIP, run once, cached.
+
+Each node returns lazy array streams that the catalog's dataset computes while writing.
+Under ``accelerate launch`` the batches are shared out over the processes and gathered
+back in order; process 0 writes (``wavy_pipeline.hooks``), the result equals one process's.
+"""
 
 from __future__ import annotations
 

@@ -23,7 +23,10 @@ def generate_images(
     params: dict[str, Any],
 ) -> Iterator[tuple[dict, Any]]:
     """One speech-made and one text-made image per test utterance (same pipeline object,
-    seed, scheduler, steps and guidance); written as they come by the image dataset."""
+    seed, scheduler, steps and guidance); written as they come by the image dataset.
+
+    Under ``accelerate launch`` with several processes each process generates a share of
+    the batches and every process yields all images in order (the main one writes them)."""
     test = utterances[utterances["split"] == params["split"]]
     missing = test[~test["utterance_id"].isin(speech_features.keys)]
     if len(missing):
@@ -49,4 +52,6 @@ def generate_images(
         resolution=params.get("resolution"),
         device=params["device"],
         dtype=params["dtype"],
+        channels_last=params.get("channels_last", False),
+        compile=params.get("compile", False),
     )

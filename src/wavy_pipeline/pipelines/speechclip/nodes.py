@@ -23,17 +23,11 @@ from wavy_pipeline.models.adapter import (
     distillation_metrics,
     train_adapter,
 )
-from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.plots import plot_training_history
-from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig
+from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig, speechclip_loss
 from wavy_pipeline.models.train import TrainConfig, fit
 
 logger = logging.getLogger(__name__)
-
-
-def _loss(model: SpeechCLIP, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    speech, image, scale = model(batch["speech"], batch["image"])
-    return masked_info_nce(speech, image, scale, batch["image_id"])
 
 
 def train_speechclip(
@@ -45,7 +39,8 @@ def train_speechclip(
 ) -> tuple[SpeechCLIP, pd.DataFrame, Figure]:
     """Train the projectors on the train split; early-stop on dev speech→image R@1.
 
-    A restarted run resumes from the last checkpoint in ``params.checkpoint_dir``.
+    A restarted run resumes from the last checkpoint in ``params.checkpoint_dir``. Under
+    ``accelerate launch`` it trains data-parallel; every process returns the same model.
     """
     train = split(utterances, "train", speech_features.keys)
     dev = split(utterances, "dev", speech_features.keys)
@@ -61,12 +56,17 @@ def train_speechclip(
     model = SpeechCLIP(config)
     result = fit(
         model,
-        _loss,
+        speechclip_loss,
         FeaturePairs(train, speech_features, image_embeddings),
         lambda m: speech_to_image_recall(m, speech_features, image_embeddings, dev),
         TrainConfig(seed=seed, **params["train"]),
         params["checkpoint_dir"],
-        fingerprint_extra={"train": train["utterance_id"].tolist(), "features": meta},
+        # contents too: new encoders of the same size must not resume an old checkpoint
+        fingerprint_extra={
+            "train": train["utterance_id"].tolist(),
+            "features": meta,
+            "content": [speech_features.digest(), image_embeddings.digest()],
+        },
     )
     logger.info("SpeechCLIP: best dev speech→image R@1 %.3f", result.best_metric)
     history = pd.DataFrame(result.history)
@@ -131,7 +131,11 @@ def train_speech_adapter(
         ),
         TrainConfig(seed=seed, **params["train"]),
         params["checkpoint_dir"],
-        fingerprint_extra={"train": len(train), "targets": prompt_targets.meta},
+        fingerprint_extra={
+            "train": len(train),
+            "targets": prompt_targets.meta,
+            "content": [speech_features.digest(), prompt_targets.digest()],
+        },
     )
     logger.info("Speech adapter: best dev %s %.3f", params["train"]["monitor"], result.best_metric)
     return result.model.cpu(), pd.DataFrame(result.history)
