@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,36 @@ class TextLinesDataset(AbstractDataset[None, list[str]]):
         return {"filepath": str(self._filepath), "optional": self._optional}
 
 
+# libsndfile's own diagnosis of a sample chunk whose header promises more bytes than the
+# file holds, e.g. "data : 32000 (should be 15978)" for a WAV cut off half-way.
+_SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_SIZE_UNKNOWN = 0xFFFFFFFF - 1  # streamed WAVs put a placeholder size in the header
+
+
+def truncation(extra_info: str) -> str | None:
+    """Why a file is truncated, from soundfile's ``extra_info`` (None if it is not).
+
+    libsndfile reads a truncated WAV/AIFF without complaint and returns only the frames
+    that are there; its log keeps the announced and the actual sizes of the samples.
+    """
+    match = _SHORT_CHUNK.search(extra_info)
+    if not match:
+        return None
+    announced, actual = int(match[1]), int(match[2])
+    if actual >= announced or announced >= _SIZE_UNKNOWN:
+        return None
+    return (
+        f"truncated audio: the header announces {announced} bytes of samples, "
+        f"the file holds {actual}"
+    )
+
+
 class AudioDataset(AbstractDataset[None, Audio]):
     """One audio file read with soundfile (wav, flac, ogg, … whatever libsndfile reads).
 
     Used as the per-file dataset of a ``PartitionedDataset`` over ``wavs/``; loading is
-    lazy there, so listing 40,000 files costs nothing. Unreadable files raise
-    ``DatasetError`` with soundfile's reason, which the audio pipeline quarantines.
+    lazy there, so listing 40,000 files costs nothing. Unreadable and truncated files
+    raise ``DatasetError`` with the reason, which the audio pipeline quarantines.
 
     Args:
         filepath: Path of the audio file.
@@ -80,6 +105,9 @@ class AudioDataset(AbstractDataset[None, Audio]):
                         f"audio is {handle.frames / sample_rate:.0f} s long, more than "
                         f"max_seconds={self._max_seconds:g}"
                     )
+                truncated = truncation(handle.extra_info)
+                if truncated:
+                    raise DatasetError(truncated)
                 samples = handle.read(dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise DatasetError(f"unreadable audio: {exc}") from exc

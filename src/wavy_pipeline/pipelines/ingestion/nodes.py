@@ -18,6 +18,8 @@ from wavy_pipeline.data.corpus import (
     parse_speakers,
     parse_splits,
     parse_wav2capt,
+    stem,
+    unreadable_images,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,8 +45,9 @@ def ingest_corpus(
             and ``wav2spk.txt``.
         train_images, dev_images, test_images: Lines of the three split lists.
         attributes: Lines of the optional attribute sidecar CSV (demo corpus).
-        audio_files, image_files: Partitions under ``wavs/`` and ``Flicker8k_Dataset/``
-            (only their keys are used: nothing is decoded here).
+        audio_files, image_files: Partitions under ``wavs/`` and ``Flicker8k_Dataset/``;
+            audio is only listed here (the audio pipeline decodes it), every image that
+            an utterance names is decoded once so an unreadable one is quarantined.
         corpus_root: Where the corpus lies, recorded in the table's paths.
         params: ``max_bad_fraction``.
 
@@ -55,6 +58,7 @@ def ingest_corpus(
     records = parse_wav2capt(wav2capt, quarantine)
     n_records = len(records) + sum(1 for r in quarantine.rows if r["kind"] == "utterance")
     image_keys = set(image_files)
+    named = {stem(image) for image in records["image"]} & image_keys
     utterances = build_utterances(
         wav2capt=records,
         captions=parse_captions(captions, quarantine),
@@ -69,6 +73,7 @@ def ingest_corpus(
         attributes=parse_attributes(attributes, quarantine),
         quarantine=quarantine,
         corpus_root=corpus_root,
+        bad_images=unreadable_images(image_files, named),
     )
     table = quarantine.frame()
     fraction = check_bad_fraction(n_records, len(utterances), table, params["max_bad_fraction"])
