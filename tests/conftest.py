@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from kedro.config import OmegaConfigLoader
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog
 from PIL import Image
 
@@ -98,3 +101,92 @@ def in_tmp(tmp_path, monkeypatch):
 def project_catalog():
     """``project_catalog(corpus_root)``: the project's catalog pointed at a corpus."""
     return make_project_catalog
+
+
+def in_ci() -> bool:
+    """CI sets ``CI`` (``.ci/run`` runs under CI=true)."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def _require(available: bool, reason: str) -> None:
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"{reason}; under CI `make test` installs it, so its absence is a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def require():
+    """``require(available, reason)``: skip a test whose optional tool (Chromium, the
+    `tracking` extra) is missing, with the reason; under CI (env CI set and not false)
+    fail instead, since `make test` installs every one of them there."""
+    return _require
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """One throw-away MLflow store for the whole test session, never the user's own.
+
+    With the `tracking` extra installed, kedro-mlflow logs every KedroSession run, and
+    conf/base/mlflow.yml takes its store from MLFLOW_TRACKING_URI when set: one SQLite
+    store, created once, costs ~6 s where one per project copy would cost that each time.
+    Artifacts land in ``mlruns/`` of the first project that logged.
+    """
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def run_session(project: Path, **kwargs) -> None:
+    """``kedro run`` in-process on ``project`` (with its folder as working directory)."""
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project) as session:
+            session.run(**kwargs)
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="session")
+def demo_copy(tmp_path_factory) -> Path:
+    """One throw-away copy of the project with the committed corpus and stand-in encoders,
+    shared by the whole session (the end-to-end tests, the notebook, tracking)."""
+    project = tmp_path_factory.mktemp("e2e") / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, project / name)
+    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    for layer in ("01_raw", "06_models"):
+        shutil.copytree(
+            PROJECT_ROOT / "data" / layer,
+            project / "data" / layer,
+            ignore=shutil.ignore_patterns("checkpoints"),
+        )
+    (project / "src").mkdir()
+    return project
+
+
+@pytest.fixture
+def demo_project(demo_copy, monkeypatch) -> Path:
+    """The shared demo copy, as the working directory of the test."""
+    monkeypatch.chdir(demo_copy)
+    return demo_copy
+
+
+@pytest.fixture
+def demo_outputs(demo_project) -> Path:
+    """The shared demo copy after a full default ``kedro run`` (~4 min on 2 cores): made
+    here only if no earlier test of the session (tests/test_end_to_end.py) made one."""
+    reports = demo_project / "data" / "08_reporting" / "evaluation_report"
+    if not reports.is_dir() or not any(reports.glob("*/evaluation_report")):
+        run_session(demo_project)
+    return demo_project

@@ -9,3 +9,26 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
 }
+
+# Under `accelerate launch` (several processes): rank 0 writes the catalog, the others wait
+# and load what it wrote; a no-op for a single process (see wavy_pipeline/hooks.py).
+from wavy_pipeline.hooks import DistributedHooks  # noqa: E402
+
+HOOKS = (DistributedHooks(),)
+
+# Experiment tracking (kedro-mlflow, the `tracking` extra): kedro-mlflow opens one MLflow
+# run per `kedro run` (conf/base/mlflow.yml) and logs parameters; TrackingHooks adds the
+# training curves, metrics and reports (wavy_pipeline/tracking.py). Both are no-ops
+# without the extra. mlflow.yml may read MLFLOW_TRACKING_URI (oc.env), conf/local/mlflow.yml
+# may override single keys of it (soft merge), and under `accelerate launch` only the main
+# process (RANK 0) tracks.
+import os  # noqa: E402
+
+from omegaconf.resolvers import oc  # noqa: E402
+
+from wavy_pipeline.tracking import TrackingHooks  # noqa: E402
+
+HOOKS = (*HOOKS, TrackingHooks())
+CONFIG_LOADER_ARGS["custom_resolvers"] = {"oc.env": oc.env}
+CONFIG_LOADER_ARGS["merge_strategy"] = {"mlflow": "soft"}
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",) if int(os.environ.get("RANK", "0")) else ()
