@@ -100,30 +100,51 @@ def score_charts(metrics: Mapping[str, Any], table: pd.DataFrame) -> Figure:
     return figure
 
 
+def _score_rows(metrics: Mapping[str, Any], judge: Mapping[str, Any] | None) -> list[str]:
+    """Table rows (CLIP score, similarity, judged attributes) of one group of utterances."""
+    scores, similarity = metrics["clip_score"], metrics["image_similarity_to_ground_truth"]
+    rows = [
+        f"| CLIP score | {scores['speech']:.2f} | {scores['text']:.2f} | {scores['ground_truth']:.2f} |",
+        f"| similarity to ground truth | {similarity['speech']:.3f} | {similarity['text']:.3f} | 1 |",
+    ]
+    accuracy = metrics.get("attribute_accuracy")
+    if accuracy:
+        for key, label in (("color", "colour"), ("shape", "shape")):
+            ceiling = f"{judge[key]:.3f}" if judge else ""
+            rows.append(
+                f"| {label} accuracy (judge) | {accuracy['speech'][key]:.3f} "
+                f"| {accuracy['text'][key]:.3f} | {ceiling} |"
+            )
+    rows.append(
+        f"| speech/text CLIP-score ratio | **{metrics['clip_score_ratio_speech_to_text']:.3f}** | | |"
+    )
+    return rows
+
+
 def markdown(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> str:
-    """The report's text: headline figures, then both metrics files verbatim."""
-    scores = metrics["clip_score"]
+    """The report's text: headline figures (all test utterances, then the voice never heard
+    in training), then both metrics files verbatim."""
+    judge = metrics.get("attribute_accuracy", {}).get("judge_on_corpus_images")
+    header = ["| | speech-made | text-made | ground truth |", "|---|---|---|---|"]
     lines = [
         "# Wavy: images from speech — evaluation report",
         "",
         f"Scored by CLIP model `{metrics['clip_model']}` on {metrics['n_utterances']} test utterances.",
         "",
-        "| | speech-made | text-made | ground truth |",
-        "|---|---|---|---|",
-        f"| CLIP score | {scores['speech']:.2f} | {scores['text']:.2f} | {scores['ground_truth']:.2f} |",
-        f"| similarity to ground truth | {metrics['image_similarity_to_ground_truth']['speech']:.3f} "
-        f"| {metrics['image_similarity_to_ground_truth']['text']:.3f} | 1 |",
+        *header,
+        *_score_rows(metrics, judge),
     ]
-    if "attribute_accuracy" in metrics:
-        accuracy = metrics["attribute_accuracy"]
-        judge = accuracy["judge_on_corpus_images"]
+    unseen = metrics.get("unseen_voice")
+    if unseen:
         lines += [
-            f"| colour accuracy (judge) | {accuracy['speech']['color']:.3f} | {accuracy['text']['color']:.3f} | {judge['color']:.3f} |",
-            f"| shape accuracy (judge) | {accuracy['speech']['shape']:.3f} | {accuracy['text']['shape']:.3f} | {judge['shape']:.3f} |",
+            "",
+            f"Voices never heard in training ({unseen['n_utterances']} of the utterances; "
+            "red in the grid):",
+            "",
+            *header,
+            *_score_rows(unseen, judge),
         ]
     lines += [
-        "",
-        f"Speech/text CLIP-score ratio: **{metrics['clip_score_ratio_speech_to_text']:.3f}**.",
         "",
         "![examples](grid.png)",
         "",
