@@ -68,6 +68,29 @@ def stand_in(name: str) -> Path:
     return versions[-1] / name
 
 
+def random_adapter(directory: Path) -> Path:
+    """A seeded, untrained speech adapter that fits the committed stand-ins, saved once in
+    ``directory`` (the trained one is not committed: a fresh clone has none)."""
+    if not (directory / "config.json").exists():
+        hubert = HubertModel.from_pretrained(stand_in("speech_encoder")).config
+        clip = CLIPModel.from_pretrained(stand_in("clip")).config
+        torch.manual_seed(0)
+        speech = SpeechCLIP(
+            SpeechCLIPConfig(
+                num_layers=hubert.num_hidden_layers + 1,
+                speech_dim=hubert.hidden_size,
+                image_dim=clip.projection_dim,
+                num_segments=8,  # features.segments
+                n_heads=2,
+            )
+        )
+        config = AdapterConfig(
+            text_dim=clip.text_config.hidden_size, width=32, n_layers=1, n_heads=2
+        )
+        SpeechPromptAdapter(config, speech).eval().save_pretrained(directory)
+    return directory
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,6 +158,7 @@ def write_inputs(workdir: Path) -> None:
             "unseen_voice": False,
         }
     ).to_parquet(workdir / "utterances.parquet")
+    random_adapter(workdir / "adapter")
 
 
 def _picture(i: int):
@@ -244,7 +268,7 @@ def work(workdir: Path, out: Path) -> None:
     )
     distributed.wait_for_everyone()  # as the Kedro hook does after every save
     speech = ArrayStore(workdir / "reference" / "speech_features")  # the same input for all
-    adapter = SpeechPromptAdapter.from_pretrained(stand_in("speech_adapter"))
+    adapter = SpeechPromptAdapter.from_pretrained(workdir / "adapter")
     images = generation_stream(
         pipe,
         adapter,
@@ -372,8 +396,10 @@ def kedro_project(tmp_path, corpus):
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "models", project / "data/01_raw/models")
-    shutil.copytree(
-        MODELS, project / "data/06_models", ignore=shutil.ignore_patterns("checkpoints")
+    for name in ("speech_encoder", "clip", "diffusion"):  # the committed stand-ins only
+        shutil.copytree(MODELS / name, project / "data/06_models" / name)
+    random_adapter(
+        project / "data/06_models/speech_adapter/2000-01-01T00.00.00.000Z/speech_adapter"
     )
     (project / "src").mkdir()
     return project, corpus
@@ -435,7 +461,9 @@ def test_kedro_run_on_two_processes_writes_one_version_that_both_load(kedro_proj
         StableDiffusionPipeline.from_pretrained(
             stand_in("diffusion"), safety_checker=None, requires_safety_checker=False
         ),
-        SpeechPromptAdapter.from_pretrained(stand_in("speech_adapter")),
+        SpeechPromptAdapter.from_pretrained(
+            project / "data/06_models/speech_adapter/2000-01-01T00.00.00.000Z/speech_adapter"
+        ),
         written,
         test,
         seed=parameters["seed"],
