@@ -196,7 +196,48 @@ def worker_speechclip_epoch(mode: str) -> dict:
     return {"epoch_s": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
 
 
-WORKERS = {"audio": worker_audio, "speechclip_epoch": worker_speechclip_epoch}
+def worker_generation(batch_size: str, limit: str) -> dict:
+    """Generation throughput through the project's generation stream (speech- and text-made
+    image per utterance), on the latest persisted adapter/features and the committed diffusion
+    stand-in, with the demo's steps and guidance; ``batch_size`` utterances per pipeline call."""
+    from kedro.framework.session import KedroSession  # noqa: PLC0415
+    from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
+
+    from wavy_pipeline.generate import generation_stream  # noqa: PLC0415
+
+    bootstrap_project(ROOT)
+    with KedroSession.create(project_path=ROOT) as session:
+        context = session.load_context()
+        catalog = context.catalog
+        params = context.params["generation"]
+        pipe = catalog.load("diffusion@pipeline")
+        adapter = catalog.load("speech_adapter")
+        features = catalog.load("speech_features")
+        utterances = catalog.load("utterances")
+    test = utterances[utterances["split"] == "test"].sort_values("utterance_id").head(int(limit))
+    stream = generation_stream(
+        pipe,
+        adapter,
+        features,
+        test,
+        seed=0,
+        steps=params["steps"],
+        guidance_scale=params["guidance_scale"],
+        batch_size=int(batch_size),
+        device="cpu",
+        dtype="float32",
+    )
+    start = time.perf_counter()
+    images = sum(1 for _ in stream)
+    seconds = time.perf_counter() - start
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
+
+
+WORKERS = {
+    "audio": worker_audio,
+    "speechclip_epoch": worker_speechclip_epoch,
+    "generation": worker_generation,
+}
 
 
 def run_worker(name: str, *args: str) -> dict:
@@ -286,6 +327,46 @@ def bench_pipelines(repeats: int, names: tuple[str, ...] = ("speechclip",)) -> N
         print(f"| {name} | {m['wall_s']:.0f} | {m['peak_rss_mb']:.0f} |")
 
 
+def bench_generation(repeats: int, limit: int = 32) -> None:
+    print("\n## Generation throughput: batched vs one utterance at a time (2-core CPU)")
+    print(
+        f"{limit} test utterances × (speech + text) images, demo steps and guidance, "
+        f"median of {repeats} runs, interleaved, each in a fresh process\n"
+    )
+    print("| batch | images | images/s |")
+    print("|---|---|---|")
+    sizes = ("16", "1")
+    runs: dict[str, list[dict]] = {size: [] for size in sizes}
+    for _ in range(repeats):
+        for size in sizes:
+            runs[size].append(run_worker("generation", size, str(limit)))
+    results = {size: median_of(runs[size]) for size in sizes}
+    for size in sizes:
+        row = results[size]
+        print(f"| {size} | {row['images']:.0f} | {row['images_per_s']:.2f} |")
+    ratio = results["16"]["images_per_s"] / results["1"]["images_per_s"]
+    print(f"\nbatched / one at a time: **{ratio:.2f}×**")
+
+
+def bench_default(repeats: int) -> None:
+    print("\n## The default `kedro run` (the README's `make run`), 2-core CPU")
+    print(f"median of {repeats} runs from scratch on the committed corpus and stand-ins\n")
+    print("| run | wall (s) | peak RSS (MB) |")
+    print("|---|---|---|")
+    m = median_of([kedro_run() for _ in range(repeats)])
+    print(f"| `kedro run` (whole default DAG) | {m['wall_s']:.0f} | {m['peak_rss_mb']:.0f} |")
+    print("\nStage breakdown: each pipeline alone, in DAG order, on the outputs persisted by")
+    print("the previous one (one run each; every row includes ~10 s of Kedro start-up)\n")
+    print("| pipeline | wall (s) | peak RSS (MB) |")
+    print("|---|---|---|")
+    total = 0.0
+    for name in ("ingestion", "audio", "features", "speechclip", "generation", "evaluation"):
+        row = kedro_run("--pipelines", name)
+        total += row["wall_s"]
+        print(f"| {name} | {row['wall_s']:.0f} | {row['peak_rss_mb']:.0f} |")
+    print(f"| (sum) | {total:.0f} | |")
+
+
 def bench_foundation(repeats: int) -> None:
     bench_pipelines(1, ("foundation",))  # ~10 min each; one run
 
@@ -294,9 +375,12 @@ SECTIONS = {
     "audio": bench_audio,
     "speechclip": bench_speechclip,
     "pipelines": bench_pipelines,
+    "generation": bench_generation,
+    "default": bench_default,
     "foundation": bench_foundation,
 }
-DEFAULT_SECTIONS = ("audio", "speechclip", "pipelines")  # foundation: --only foundation
+# foundation (~30 min) only with --only foundation
+DEFAULT_SECTIONS = ("audio", "speechclip", "pipelines", "generation", "default")
 
 
 def main() -> None:
