@@ -304,17 +304,17 @@ def kedro_run(*args: str) -> dict:
         params = f"speechclip.checkpoint_dir={tmp}/sc,speech_adapter.checkpoint_dir={tmp}/ad"
         command = [str(Path(sys.executable).parent / "kedro"), "run", *args, "--params", params]
         env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        log = Path(tmp) / "kedro.log"
         start = time.perf_counter()
-        out = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
-        )
+        with log.open("w") as out:
+            child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+            # wait4: the peak RSS of this very child (getrusage(RUSAGE_CHILDREN) would give
+            # the largest of all children so far)
+            _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
-        if out.returncode:
-            raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest child so far: exact when it grows, a floor else
-    return {"wall_s": seconds, "peak_rss_mb": max(peak, before) / 1024}
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
+    return {"wall_s": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def bench_pipelines(repeats: int, names: tuple[str, ...] = ("speechclip",)) -> None:
