@@ -73,8 +73,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -85,6 +83,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wavy_pipeline.datasets._atomic import atomic_write
 from wavy_pipeline.models.speechclip import (
     AttentivePooling,
     CLSTransformerPooling,
@@ -610,22 +609,13 @@ class SpeechPromptAdapter(nn.Module):
             ),
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+
+        def write(tmp: Path) -> None:
             tmp.mkdir()
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             save_file(state, str(tmp / WEIGHTS_NAME))
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        atomic_write(Path(directory), write)
 
     @classmethod
     def from_pretrained(

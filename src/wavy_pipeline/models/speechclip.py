@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wavy_pipeline.datasets._atomic import atomic_write
 from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.train import gather_for_loss
 
@@ -192,23 +191,14 @@ class SpeechCLIP(nn.Module):
         place, so a killed save never leaves a half-written model behind. An existing
         ``directory`` is swapped out and deleted only once the new one is complete.
         """
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+        def write(tmp: Path) -> None:
             tmp.mkdir()
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME))
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        atomic_write(Path(directory), write)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> SpeechCLIP:
