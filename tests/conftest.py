@@ -59,18 +59,35 @@ def corpus(tmp_path: Path) -> Path:
     return write_corpus(tmp_path / "corpus")
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """A throw-away copy of the project (conf, raw data, pyproject) to run sessions in."""
-    target = tmp_path / "project"
-    target.mkdir()
+def _copy_project(target: Path, data_paths: tuple[str, ...] = ("01_raw",)) -> Path:
+    """A throw-away copy of the project in ``target``: pyproject, telemetry consent, conf
+    (without local), the given paths under ``data/`` (training checkpoints left out), and an
+    empty ``src/`` (the package itself is installed, editable)."""
+    target.mkdir(parents=True)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, target / name)
     shutil.copytree(PROJECT_ROOT / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
     (target / "conf" / "local").mkdir()
-    shutil.copytree(PROJECT_ROOT / "data" / "01_raw", target / "data" / "01_raw")
-    (target / "src").mkdir()  # the package itself is installed (editable)
+    for path in data_paths:
+        shutil.copytree(
+            PROJECT_ROOT / "data" / path,
+            target / "data" / path,
+            ignore=shutil.ignore_patterns("checkpoints"),
+        )
+    (target / "src").mkdir()
     return target
+
+
+@pytest.fixture
+def copy_project():
+    """``copy_project(target, data_paths=("01_raw",))``: see :func:`_copy_project`."""
+    return _copy_project
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A throw-away copy of the project (conf, raw data, pyproject) to run sessions in."""
+    return _copy_project(tmp_path / "project")
 
 
 def make_project_catalog(corpus_root: Path) -> DataCatalog:
@@ -159,20 +176,7 @@ def run_session(project: Path, **kwargs) -> None:
 def demo_copy(tmp_path_factory) -> Path:
     """One throw-away copy of the project with the committed corpus and stand-in encoders,
     shared by the whole session (the end-to-end tests, the notebook, tracking)."""
-    project = tmp_path_factory.mktemp("e2e") / "project"
-    project.mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, project / name)
-    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    for layer in ("01_raw", "06_models"):
-        shutil.copytree(
-            PROJECT_ROOT / "data" / layer,
-            project / "data" / layer,
-            ignore=shutil.ignore_patterns("checkpoints"),
-        )
-    (project / "src").mkdir()
-    return project
+    return _copy_project(tmp_path_factory.mktemp("e2e") / "project", ("01_raw", "06_models"))
 
 
 @pytest.fixture

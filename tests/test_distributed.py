@@ -13,7 +13,6 @@ the first tests launch (``accelerate launch … tests/test_distributed.py WORKDI
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -388,20 +387,12 @@ def test_speed_options_are_accepted_on_cpu(one_thread):
 
 # --------------------------------------------------------------------------- kedro run
 @pytest.fixture
-def kedro_project(tmp_path, corpus):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, project / name)
-    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copytree(PROJECT_ROOT / "data" / "01_raw" / "models", project / "data/01_raw/models")
-    for name in ("speech_encoder", "clip", "diffusion"):  # the committed stand-ins only
-        shutil.copytree(MODELS / name, project / "data/06_models" / name)
+def kedro_project(tmp_path, corpus, copy_project):
+    stand_ins = tuple(f"06_models/{name}" for name in ("speech_encoder", "clip", "diffusion"))
+    project = copy_project(tmp_path / "project", ("01_raw/models", *stand_ins))
     random_adapter(
         project / "data/06_models/speech_adapter/2000-01-01T00.00.00.000Z/speech_adapter"
     )
-    (project / "src").mkdir()
     return project, corpus
 
 
