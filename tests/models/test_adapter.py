@@ -148,6 +148,7 @@ def held_out_metrics(adapter, held_out, gallery):
     ("kind", "use_segments", "use_pooled"),
     [
         ("mapper", True, True),
+        ("mapper_8_queries", True, True),
         ("mapper", True, False),
         ("mapper", False, True),
         ("pseudo_token", False, True),
@@ -156,7 +157,9 @@ def held_out_metrics(adapter, held_out, gallery):
 )
 def test_shapes_and_only_the_head_trains(kind, use_segments, use_pooled):
     text_encoder = tiny_text_encoder()
-    config = adapter_config(kind, use_segments=use_segments, use_pooled=use_pooled)
+    extra = {"n_queries": 8} if kind == "mapper_8_queries" else {}
+    kind = kind.removesuffix("_8_queries")
+    config = adapter_config(kind, use_segments=use_segments, use_pooled=use_pooled, **extra)
     adapter = SpeechPromptAdapter(config, tiny_speechclip(), text_encoder)
     out = adapter(torch.randn(3, L, K, D))
     assert out.shape == (3, T, HIDDEN)
@@ -176,6 +179,29 @@ def test_shapes_and_only_the_head_trains(kind, use_segments, use_pooled):
     assert adapter.head.training and not adapter.speech.training and not text_encoder.training
     with pytest.raises(ValueError, match="speech features"):
         adapter(torch.randn(3, L, K + 1, D))
+
+
+def test_fewer_queries_start_as_interpolation_along_the_sequence():
+    config = adapter_config("mapper", n_queries=4, n_tokens=7)
+    adapter = SpeechPromptAdapter(config, tiny_speechclip())
+    weight = adapter.head.expand.weight  # (7 tokens, 4 queries)
+    half = [0.5, 0.5]
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0],
+            half + [0, 0],
+            [0, 1, 0, 0],
+            [0, *half, 0],
+            [0, 0, 1, 0],
+            [0, 0, *half],
+            [0, 0, 0, 1],
+        ]
+    )
+    torch.testing.assert_close(weight.detach(), expected.float())
+    # one query per token (the default) has no mixing layer at all
+    assert not hasattr(
+        SpeechPromptAdapter(adapter_config("mapper"), tiny_speechclip()).head, "expand"
+    )
 
 
 def test_speech_branch_is_a_frozen_copy_of_speechclip():
@@ -240,6 +266,9 @@ def test_config_validation_and_round_trip():
         AdapterConfig(kind="pseudo_token", text_dim=HIDDEN)
     with pytest.raises(ValueError, match="unknown"):
         AdapterConfig.from_dict(config.to_dict() | {"bogus": 1})
+    for bad in (0, T + 1):
+        with pytest.raises(ValueError, match="n_queries"):
+            adapter_config("mapper", n_queries=bad)
     with pytest.raises(ValueError, match="text_encoder"):
         SpeechPromptAdapter(config, tiny_speechclip())
     with pytest.raises(ValueError, match="hidden size"):
@@ -281,10 +310,12 @@ def test_target_retrieval_can_fail():
     assert target_retrieval_r1(gallery[index.roll(1)], gallery, index) == 0.0
 
 
-@pytest.mark.parametrize("kind", ["mapper", "pseudo_token"])
+@pytest.mark.parametrize("kind", ["mapper", "mapper_8_queries", "pseudo_token"])
 def test_save_load_round_trip(tmp_path, kind):
     text_encoder = tiny_text_encoder()
-    adapter = SpeechPromptAdapter(adapter_config(kind), tiny_speechclip(), text_encoder)
+    extra = {"n_queries": 8} if kind == "mapper_8_queries" else {}
+    kind = kind.removesuffix("_8_queries")
+    adapter = SpeechPromptAdapter(adapter_config(kind, **extra), tiny_speechclip(), text_encoder)
     with torch.no_grad():  # make every weight non-default
         for p in adapter.head.parameters():
             p.add_(0.01 * torch.randn_like(p))

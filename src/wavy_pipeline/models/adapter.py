@@ -15,9 +15,17 @@ Two designs, chosen by :attr:`AdapterConfig.kind`:
 
     memory = [LN -> Linear(D, w)](segments) + segment positions      (B, K, w)   use_segments
            ++ [LN -> Linear(E, w)](pooled) + its own position          (B, 1, w)   use_pooled
-    x      = 77 learned queries + 77 learned positions                 (B, 77, w)
+    x      = Q learned queries + Q learned positions                   (B, Q, w)
     x      = n_layers x pre-norm TransformerDecoderLayer(x, memory) -> LayerNorm
+    x      = Linear(Q, 77) along the sequence   (only if Q < 77)       (B, 77, w)
     out    = Linear(w, d)(x) + per-position bias (77, d)               (B, 77, d)
+
+  ``Q = n_queries`` (default: 77, one query per output row, no mixing layer). With fewer
+  queries the decoder, nearly all of the adapter's compute, shrinks by 77/Q; the learned
+  sequence mix (initialised as linear interpolation) spreads their states over the 77 rows.
+  That suits the target: what varies from caption to caption along its 77 rows is nearly
+  low-rank (neighbouring rows are close; on the demo 24 directions along the sequence hold
+  99.9 % of that variance, ``scripts/bench.py --only adapter``).
 
   The last Linear starts at zero and the per-position bias can be set to the mean target
   (:meth:`SpeechPromptAdapter.init_output_bias`, done by :func:`train_adapter`), so training
@@ -127,6 +135,7 @@ class AdapterConfig:
     use_segments: bool = True
     use_pooled: bool = True
     ffn_mult: int = 4  # decoder feed-forward size = ffn_mult * width
+    n_queries: int | None = None  # mapper: decoder queries (None: one per token, n_tokens)
     n_pseudo_tokens: int = 1  # pseudo_token: placeholder words in the prompt
     prompt_ids: list[int] | None = None  # pseudo_token: (n_tokens,) ids incl. placeholders
     placeholder_id: int | None = None  # pseudo_token: id of the placeholder token
@@ -142,6 +151,10 @@ class AdapterConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.use_segments or self.use_pooled):
             raise ValueError("use_segments and use_pooled cannot both be False")
+        if self.n_queries is not None and not 1 <= self.n_queries <= self.n_tokens:
+            raise ValueError(
+                f"n_queries must be in [1, n_tokens={self.n_tokens}], got {self.n_queries}"
+            )
         if self.kind == "mapper" and self.width % self.n_heads:
             raise ValueError(f"width={self.width} not divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -390,8 +403,16 @@ class _Mapper(nn.Module):
                 nn.LayerNorm(speech.embed_dim), nn.Linear(speech.embed_dim, w)
             )
             self.pooled_pos = nn.Parameter(torch.randn(1, 1, w) * 0.02)
-        self.queries = nn.Parameter(torch.randn(1, cfg.n_tokens, w) * 0.02)
-        self.query_pos = nn.Parameter(torch.randn(1, cfg.n_tokens, w) * 0.02)
+        n_queries = cfg.n_queries or cfg.n_tokens
+        self.queries = nn.Parameter(torch.randn(1, n_queries, w) * 0.02)
+        self.query_pos = nn.Parameter(torch.randn(1, n_queries, w) * 0.02)
+        if n_queries != cfg.n_tokens:  # learned mix of the queries' states into n_tokens rows
+            self.expand = nn.Linear(n_queries, cfg.n_tokens, bias=False)
+            with torch.no_grad():  # start as linear interpolation along the sequence
+                eye = torch.eye(n_queries)[None]
+                self.expand.weight.copy_(
+                    F.interpolate(eye, size=cfg.n_tokens, mode="linear", align_corners=True)[0].T
+                )
         layer = nn.TransformerDecoderLayer(
             w,
             cfg.n_heads,
@@ -415,7 +436,10 @@ class _Mapper(nn.Module):
             memory.append(self.pooled_in(pooled)[:, None] + self.pooled_pos)
         memory = torch.cat(memory, dim=1)
         x = (self.queries + self.query_pos).expand(segments.shape[0], -1, -1)
-        return self.out(self.decoder(x, memory)) + self.out_bias
+        x = self.decoder(x, memory)
+        if hasattr(self, "expand"):
+            x = self.expand(x.transpose(1, 2)).transpose(1, 2)
+        return self.out(x) + self.out_bias
 
 
 class _PseudoTokenMLP(nn.Module):

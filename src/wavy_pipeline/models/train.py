@@ -369,13 +369,19 @@ def gather_for_loss(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on >= 2-d tensors only (not biases, norms, scales)."""
+    """AdamW with weight decay on >= 2-d tensors only (not biases, norms, scales).
+
+    The fused kernel (one pass over all tensors) where torch has one for the parameters'
+    device: the per-tensor update loop is a large share of a step of the small trained
+    heads on the CPU (in a torch.profiler trace of the demo adapter's step, ~20 of ~120 ms).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
 
 
 def _collate(items: list[Batch], device: torch.device) -> Batch:
