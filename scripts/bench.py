@@ -233,10 +233,44 @@ def worker_generation(batch_size: str, limit: str) -> dict:
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
 
 
+def worker_adapter(overrides: str) -> dict:
+    """Train the speech adapter once with the demo parameters plus ``overrides`` (JSON:
+    ``{"model": {...}, "train": {...}}``) on the latest persisted features, through the
+    pipeline's own node: wall time of training, best dev caption R@1, final dev MSE."""
+    import pandas as pd  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+
+    from wavy_pipeline.datasets import ArrayStore  # noqa: PLC0415
+    from wavy_pipeline.models.speechclip import SpeechCLIP  # noqa: PLC0415
+    from wavy_pipeline.pipelines.speechclip.nodes import train_speech_adapter  # noqa: PLC0415
+
+    params = yaml.safe_load((ROOT / "conf/base/parameters_speechclip.yml").read_text())
+    params = params["speech_adapter"]
+    for part, values in json.loads(overrides).items():
+        params[part].update(values)
+    model = SpeechCLIP.from_pretrained(_latest("speechclip"))
+    speech, targets = ArrayStore(_latest("speech_features")), ArrayStore(_latest("prompt_targets"))
+    utterances = pd.read_parquet(_latest("utterances.parquet"))
+    with tempfile.TemporaryDirectory() as tmp:
+        params["checkpoint_dir"] = tmp
+        start = time.perf_counter()
+        adapter, history = train_speech_adapter(model, speech, targets, utterances, 42, params)
+        seconds = time.perf_counter() - start
+    evals = history.dropna(subset=["R@1"])
+    return {
+        "train_s": seconds,
+        "epochs": float(evals["epoch"].max()),
+        "best_R@1": float(evals["R@1"].max()),
+        "final_mse": float(evals["mse"].iloc[-1]),
+        "trainable": float(adapter.num_trainable_parameters()),
+    }
+
+
 WORKERS = {
     "audio": worker_audio,
     "speechclip_epoch": worker_speechclip_epoch,
     "generation": worker_generation,
+    "adapter": worker_adapter,
 }
 
 
@@ -348,6 +382,68 @@ def bench_generation(repeats: int, limit: int = 32) -> None:
     print(f"\nbatched / one at a time: **{ratio:.2f}×**")
 
 
+# the mapper variants compared for the demo's default (README "Speech adapter")
+ADAPTER_VARIANTS = (
+    (
+        "77 queries, FFN 4×, 40 epochs (the paper-scale design)",
+        {"n_queries": None, "ffn_mult": 4},
+        40,
+    ),
+    ("24 queries, FFN 4×, 40 epochs", {"n_queries": 24, "ffn_mult": 4}, 40),
+    ("24 queries, FFN 2×, 40 epochs", {"n_queries": 24, "ffn_mult": 2}, 40),
+    ("24 queries, FFN 2×, 30 epochs (the demo default)", {"n_queries": 24, "ffn_mult": 2}, 30),
+    ("16 queries, FFN 4×, 40 epochs", {"n_queries": 16, "ffn_mult": 4}, 40),
+)
+
+
+def bench_adapter(repeats: int) -> None:
+    print("\n## Speech adapter variants (mapper, width 128, 2 layers, batch 32; 2-core CPU)")
+    print(
+        f"trained on the latest persisted features, each in a fresh process; median time of "
+        f"{repeats} interleaved runs (training is deterministic: the metrics do not vary)\n"
+    )
+    print("| variant | trainable | epochs | train (s) | dev caption R@1 | dev MSE |")
+    print("|---|---|---|---|---|---|")
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in ADAPTER_VARIANTS}
+    for _ in range(repeats):
+        for name, model, epochs in ADAPTER_VARIANTS:
+            overrides = {"model": model, "train": {"max_epochs": epochs}}
+            runs[name].append(run_worker("adapter", json.dumps(overrides)))
+    for name, _, _ in ADAPTER_VARIANTS:
+        m = median_of(runs[name])
+        print(
+            f"| {name} | {m['trainable']:,.0f} | {m['epochs']:.0f} | {m['train_s']:.0f} "
+            f"| {m['best_R@1']:.2f} | {m['final_mse']:.4f} |"
+        )
+    print(
+        "\nWhy fewer queries fit: the caption-to-caption variation of the 77 × d targets "
+        "along the sequence, share of its variance in the first k components (SVD):\n"
+    )
+    print("| k | " + " | ".join(str(k) for k in SEQUENCE_RANKS) + " |")
+    print("|---|" + "---|" * len(SEQUENCE_RANKS))
+    shares = sequence_variance_shares(_latest("prompt_targets"), SEQUENCE_RANKS)
+    print("| share | " + " | ".join(f"{share:.4f}" for share in shares) + " |")
+
+
+SEQUENCE_RANKS = (8, 16, 24, 32)
+
+
+def sequence_variance_shares(path: str, ranks: tuple[int, ...]) -> list[float]:
+    """Share of the targets' across-caption variance captured by the top-k directions
+    along the sequence axis: centre over captions, stack (caption, channel) as rows and
+    the 77 positions as columns, squared singular values."""
+    import numpy as np  # noqa: PLC0415
+
+    from wavy_pipeline.datasets import ArrayStore  # noqa: PLC0415
+
+    hidden = np.asarray(ArrayStore(path)["hidden"], np.float64)
+    hidden -= hidden.mean(0, keepdims=True)
+    n_rows = hidden.shape[1]
+    energy = np.linalg.svd(hidden.transpose(0, 2, 1).reshape(-1, n_rows), compute_uv=False) ** 2
+    cumulative = np.cumsum(energy) / energy.sum()
+    return [float(cumulative[k - 1]) for k in ranks]
+
+
 def bench_default(repeats: int) -> None:
     print("\n## The default `kedro run` (the README's `make run`), 2-core CPU")
     print(f"median of {repeats} runs from scratch on the committed corpus and stand-ins\n")
@@ -377,10 +473,11 @@ SECTIONS = {
     "pipelines": bench_pipelines,
     "generation": bench_generation,
     "default": bench_default,
+    "adapter": bench_adapter,
     "foundation": bench_foundation,
 }
 # foundation (~30 min) only with --only foundation
-DEFAULT_SECTIONS = ("audio", "speechclip", "pipelines", "generation", "default")
+DEFAULT_SECTIONS = ("audio", "speechclip", "pipelines", "generation", "adapter", "default")
 
 
 def main() -> None:

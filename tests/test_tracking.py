@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.config import OmegaConfigLoader
 
 from wavy_pipeline import settings
@@ -106,7 +107,11 @@ def test_a_run_logs_parameters_curves_metrics_and_the_report(demo_outputs, mlflo
     # parameters: every `params:` input of every node, flattened
     params = run.data.params
     assert params["seed"] == "0"
-    assert params["generation.steps"] == "25"
+    conf = demo_outputs / "conf" / "base"
+    generation = yaml.safe_load((conf / "parameters_generation.yml").read_text())["generation"]
+    adapter = yaml.safe_load((conf / "parameters_speechclip.yml").read_text())["speech_adapter"]
+    assert params["generation.steps"] == str(generation["steps"])
+    assert params["speech_adapter.model.n_queries"] == str(adapter["model"]["n_queries"])
     assert "speechclip.train.lr" in params and "audio.sampling_rate" in params
 
     # training curves: one metric value per row and step of the history tables
