@@ -6,7 +6,8 @@ The public configurations of ``facebook/hubert-large-ls960-ft``,
 model is built from them and one item goes through the functions the pipelines call:
 
 * 2 s of 16 kHz audio → ``HubertInputStream`` / ``HubertInputsDataset`` (the ``audio``
-  pipeline) → ``speech_feature_stream`` with HuBERT-large → ``ArrayStoreDataset``;
+  pipeline) → the ``features`` node's ``extract_speech_features`` with HuBERT-large →
+  ``ArrayStoreDataset``;
 * one photo → ``image_embedding_stream`` with CLIP ViT-L/14 at 224 px; its caption →
   ``text_embedding_stream`` and, with SD's text encoder, ``prompt_embedding_stream``;
 * the features → ``SpeechCLIP`` (1024 → 768, masked InfoNCE) → ``SpeechPromptAdapter``
@@ -182,7 +183,7 @@ def speech(params, workdir):
     ``features`` pipeline caches it. Returns (hubert inputs, speech store, frames)."""
     from wavy_pipeline.data.audio import Audio, AudioPolicy, HubertInputStream
     from wavy_pipeline.datasets import ArrayStoreDataset, HubertInputsDataset
-    from wavy_pipeline.encode import speech_feature_stream
+    from wavy_pipeline.pipelines.features.nodes import extract_speech_features
 
     rate = params["audio"]["sampling_rate"]
     t = np.arange(int(SECONDS * rate)) / rate
@@ -203,16 +204,7 @@ def speech(params, workdir):
     hubert = arch.build("hubert", shared=True)
     features = params["features"]
     store_ds = ArrayStoreDataset(filepath=str(workdir / "speech_features"))
-    store_ds.save(
-        speech_feature_stream(
-            inputs,
-            hubert,
-            segments=features["segments"],
-            batch_size=features["speech_batch_size"],
-            device=features["device"],
-            dtype=features["dtype"],
-        )
-    )
+    store_ds.save(extract_speech_features(inputs, hubert, features))
     frames = int(hubert._get_feat_extract_output_lengths(int(SECONDS * rate)))
     free(hubert)
     return inputs, store_ds.load(), frames

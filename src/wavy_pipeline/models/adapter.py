@@ -21,7 +21,8 @@ Two designs, chosen by :attr:`AdapterConfig.kind`:
     out    = Linear(w, d)(x) + per-position bias (77, d)               (B, 77, d)
 
   ``Q = n_queries`` (default: 77, one query per output row, no mixing layer). With fewer
-  queries the decoder, nearly all of the adapter's compute, shrinks by 77/Q; the learned
+  queries the decoder's compute shrinks by 77/Q (on the demo, 24 queries take the adapter's
+  CPU training from 105 s to 66 s; the rows' output layer and loss stay); the learned
   sequence mix (initialised as linear interpolation) spreads their states over the 77 rows.
   That suits the target: what varies from caption to caption along its 77 rows is nearly
   low-rank (neighbouring rows are close; on the demo 24 directions along the sequence hold
