@@ -145,21 +145,21 @@ def held_out_metrics(adapter, held_out, gallery):
 
 # --------------------------------------------------------------------------- tests
 @pytest.mark.parametrize(
-    ("kind", "use_segments", "use_pooled"),
+    ("kind", "use_segments", "use_pooled", "n_queries"),
     [
-        ("mapper", True, True),
-        ("mapper_8_queries", True, True),
-        ("mapper", True, False),
-        ("mapper", False, True),
-        ("pseudo_token", False, True),
-        ("pseudo_token", True, True),
+        ("mapper", True, True, None),
+        ("mapper", True, True, 8),
+        ("mapper", True, False, None),
+        ("mapper", False, True, None),
+        ("pseudo_token", False, True, None),
+        ("pseudo_token", True, True, None),
     ],
 )
-def test_shapes_and_only_the_head_trains(kind, use_segments, use_pooled):
+def test_shapes_and_only_the_head_trains(kind, use_segments, use_pooled, n_queries):
     text_encoder = tiny_text_encoder()
-    extra = {"n_queries": 8} if kind == "mapper_8_queries" else {}
-    kind = kind.removesuffix("_8_queries")
-    config = adapter_config(kind, use_segments=use_segments, use_pooled=use_pooled, **extra)
+    config = adapter_config(
+        kind, use_segments=use_segments, use_pooled=use_pooled, n_queries=n_queries
+    )
     adapter = SpeechPromptAdapter(config, tiny_speechclip(), text_encoder)
     out = adapter(torch.randn(3, L, K, D))
     assert out.shape == (3, T, HIDDEN)
@@ -310,12 +310,13 @@ def test_target_retrieval_can_fail():
     assert target_retrieval_r1(gallery[index.roll(1)], gallery, index) == 0.0
 
 
-@pytest.mark.parametrize("kind", ["mapper", "mapper_8_queries", "pseudo_token"])
-def test_save_load_round_trip(tmp_path, kind):
+@pytest.mark.parametrize(
+    ("kind", "n_queries"), [("mapper", None), ("mapper", 8), ("pseudo_token", None)]
+)
+def test_save_load_round_trip(tmp_path, kind, n_queries):
     text_encoder = tiny_text_encoder()
-    extra = {"n_queries": 8} if kind == "mapper_8_queries" else {}
-    kind = kind.removesuffix("_8_queries")
-    adapter = SpeechPromptAdapter(adapter_config(kind, **extra), tiny_speechclip(), text_encoder)
+    config = adapter_config(kind, n_queries=n_queries)
+    adapter = SpeechPromptAdapter(config, tiny_speechclip(), text_encoder)
     with torch.no_grad():  # make every weight non-default
         for p in adapter.head.parameters():
             p.add_(0.01 * torch.randn_like(p))
