@@ -89,9 +89,14 @@ SPLIT_FILES = {"train": "trainImages", "dev": "devImages", "test": "testImages"}
 
 
 def draw_image(row: dict) -> Image.Image:
-    """Draw the row's shape (4x supersampled, anti-aliased) on its plain background."""
+    """Draw the row's shape (4x supersampled, anti-aliased) on its plain background (or on
+    ``row["backdrop"]`` where given)."""
     k = 4
-    img = Image.new("RGB", (64 * k, 64 * k), row["bg"])
+    backdrop = row.get("backdrop")  # an optional 64x64 background image (held-out corpus)
+    if backdrop is None:
+        img = Image.new("RGB", (64 * k, 64 * k), row["bg"])
+    else:
+        img = backdrop.convert("RGB").resize((64 * k, 64 * k), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(img)
     x, y, r, fill = row["cx"] * k, row["cy"] * k, row["radius"] * k, COLORS[row["color"]]
     if row["shape"] == "circle":
@@ -187,6 +192,11 @@ def synthesize(utt: dict, tmp: Path) -> np.ndarray:
     audio, rate = sf.read(out, dtype="float32")
     if rate != NATIVE_RATE:
         raise RuntimeError(f"espeak-ng produced {rate} Hz, expected {NATIVE_RATE} Hz")
+    return trim_and_resample(audio, rate, utt["voice"].rate)
+
+
+def trim_and_resample(audio: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
+    """Trim leading/trailing silence (50 ms margin), resample to ``out_rate``, avoid clipping."""
     hop = rate // 100
     frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
     energy = np.sqrt((frames**2).mean(axis=1))
@@ -194,8 +204,8 @@ def synthesize(utt: dict, tmp: Path) -> np.ndarray:
     margin = rate // 20
     start = max(0, loud[0] * hop - margin)
     audio = audio[start : min(len(audio), (loud[-1] + 1) * hop + margin)]
-    if utt["voice"].rate != rate:
-        audio = soxr.resample(audio, rate, utt["voice"].rate, quality="HQ")
+    if out_rate != rate:
+        audio = soxr.resample(audio, rate, out_rate, quality="HQ")
     peak = float(np.abs(audio).max())
     return audio * (0.98 / peak) if peak > 0.98 else audio  # resampling can overshoot
 
