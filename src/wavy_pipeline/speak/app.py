@@ -105,15 +105,16 @@ def create_app(loaded: Loaded) -> FastAPI:
     @app.post("/api/speak")
     async def speak(request: Request, name: str = "recording.wav") -> JSONResponse:
         """The request body is the audio file itself (any format libsndfile reads)."""
-        declared = request.headers.get("content-length")
-        too_big = f"upload over the limit of {server['max_upload_mb']:g} MB (speak.max_upload_mb)"
-        if declared and declared.isdigit() and int(declared) > limit:
-            return _error(413, too_big)
-        body = bytearray()
+        body, size = bytearray(), 0
+        # read to the end even past the limit (keeping nothing): a reply sent while the
+        # client still sends reaches it as "connection reset", not as the reason
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return _error(413, too_big)
+            size += len(chunk)
+            if size <= limit:
+                body += chunk
+        if size > limit:
+            mb = server["max_upload_mb"]
+            return _error(413, f"upload over the limit of {mb:g} MB (speak.max_upload_mb)")
         if not body:
             return _error(400, "empty upload: no bytes received")
         try:

@@ -161,7 +161,7 @@ class Speaker:
         self.segments = config.num_segments
         self.image_ids = list(image_embeddings.keys)
         with torch.inference_mode():
-            gallery = torch.from_numpy(np.asarray(image_embeddings["embedding"], np.float32))
+            gallery = torch.from_numpy(np.array(image_embeddings["embedding"], np.float32))
             self.gallery = speechclip.encode_image(gallery.to(self.device))  # (M, E) unit
 
     def preprocess(self, name: str, load: Callable[[], Audio]) -> UtteranceInput:
