@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,8 +25,6 @@ import soundfile as sf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = PROJECT_ROOT / "data" / "01_raw" / "speak_examples"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 STARTUP_S = 300  # importing torch, transformers and diffusers, loading every model
 CONCURRENT = 8
 
@@ -40,43 +36,30 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def speak_server(demo_outputs, tmp_path):
+def speak_server(demo_outputs, tmp_path, background):
     """``python -m wavy_pipeline.speak`` in the demo copy; yields ``(url, process)``."""
     port = free_port()
     log = tmp_path / "speak-server.log"
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "wavy_pipeline.speak", "--port", str(port)],
-            cwd=demo_outputs,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = background(
+        [sys.executable, "-m", "wavy_pipeline.speak", "--port", str(port)],
+        cwd=demo_outputs,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"},
+        log=log,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_S
-    try:
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/status", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no answer on {url} in {STARTUP_S} s:\n{log.read_text()}")
-                time.sleep(1)
-        yield url, server
-        assert "Traceback" not in log.read_text()  # every request answered, none crashed
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=5):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no answer on {url} in {STARTUP_S} s:\n{log.read_text()}")
+            time.sleep(1)
+    yield url, server
+    assert "Traceback" not in log.read_text()  # every request answered, none crashed
 
 
 def post(url: str, body: bytes, name: str = "x.wav", timeout: float = 300) -> tuple[int, dict]:
@@ -169,38 +152,16 @@ def test_bad_input_gets_a_message_and_eight_concurrent_requests_are_all_answered
 
 
 @pytest.fixture
-def browser(require, tmp_path):
-    require(
-        CHROMIUM.exists() and CHROMEDRIVER.exists(),
-        f"no {CHROMIUM} / {CHROMEDRIVER}: `make system-deps` (apt-get install chromium "
-        "chromium-driver, as root or with sudo) installs them",
-    )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    microphone = EXAMPLES / "red_circle.wav"
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
+def browser(chromium):
+    return chromium(
         "--window-size=1100,1300",
         # the fake microphone, allowed without asking, playing an example once
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone}%noloop",
+        f"--use-file-for-fake-audio-capture={EXAMPLES / 'red_circle.wav'}%noloop",
         # a closed network: only the server on 127.0.0.1 answers
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    )
 
 
 def answers(driver) -> int:
