@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # machines; passive waiting costs nothing measurable when the cores are free.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test lint format bench viz system-deps
+.PHONY: install run test lint format bench viz serve system-deps
 
 install: $(STAMP)
 
@@ -60,3 +60,8 @@ bench: $(STAMP)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz run $(ARGS)
+
+# The "speak to it" page on http://127.0.0.1:7860 (needs a default `kedro run` first):
+# record or upload a description, get the picture. ARGS: --env, --port, --load-versions.
+serve: $(STAMP)
+	$(BIN)/python -m wavy_pipeline.speak $(ARGS)

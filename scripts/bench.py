@@ -267,11 +267,84 @@ def worker_adapter(overrides: str) -> dict:
     }
 
 
+def worker_speak(requests: str, clients: str, per_client: str) -> dict:
+    """The web page's request path for real: the models loaded once through the catalog
+    (``wavy_pipeline.speak.loading``), the FastAPI app served by uvicorn on 127.0.0.1, and
+    HTTP clients posting the example ``red_circle.wav``. First ``requests`` requests one at a
+    time (after one warm-up) with the time of each stage, then ``clients`` clients at once,
+    ``per_client`` requests each, for requests per minute."""
+    import socket  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from wavy_pipeline.speak.app import create_app  # noqa: PLC0415
+    from wavy_pipeline.speak.loading import load  # noqa: PLC0415
+
+    os.environ["TQDM_DISABLE"] = "1"
+    loaded = load(ROOT)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(loaded), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.1)
+    body = (ROOT / "data/01_raw/speak_examples/red_circle.wav").read_bytes()
+
+    def post() -> tuple[int, dict, float]:
+        start = time.perf_counter()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/speak?name=red_circle.wav", data=body, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                code, answer = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            code, answer = error.code, json.loads(error.read())
+        return code, answer, time.perf_counter() - start
+
+    post()  # warm-up
+    single = [post() for _ in range(int(requests))]
+    if any(code != 200 for code, _, _ in single):
+        raise SystemExit(f"a request failed: {single}")
+    stages = {
+        stage: statistics.median(answer["timings"][stage] for _, answer, _ in single)
+        for stage in single[0][1]["timings"]
+    }
+    start = time.perf_counter()
+    with ThreadPoolExecutor(int(clients)) as pool:
+        results = list(
+            pool.map(lambda _: [post()[0] for _ in range(int(per_client))], range(int(clients)))
+        )
+    seconds = time.perf_counter() - start
+    codes = [code for client in results for code in client]
+    server.should_exit = True
+    thread.join(30)
+    return {
+        "stages": stages,
+        "request_s": statistics.median(wall for _, _, wall in single),
+        "requests": int(requests),
+        "clients": int(clients),
+        "answered": codes.count(200),
+        "busy": codes.count(503),
+        "per_min": 60 * codes.count(200) / seconds,
+        "torch_threads": __import__("torch").get_num_threads(),
+    }
+
+
 WORKERS = {
     "audio": worker_audio,
     "speechclip_epoch": worker_speechclip_epoch,
     "generation": worker_generation,
     "adapter": worker_adapter,
+    "speak": worker_speak,
 }
 
 
@@ -468,6 +541,27 @@ def bench_foundation(repeats: int) -> None:
     bench_pipelines(1, ("foundation",))  # ~10 min each; one run
 
 
+def bench_speak(repeats: int) -> None:
+    requests, clients, per_client = max(repeats, 5), 4, 5
+    print("\n## Speak to it: one recording → one image through the web page (2-core CPU)")
+    print(
+        f"`red_circle.wav` (0.8 s) posted to the page's API on 127.0.0.1; median of {requests} "
+        "requests one at a time after a warm-up (the server's own per-stage timings), then "
+        f"{clients} clients at once, {per_client} requests each\n"
+    )
+    m = run_worker("speak", str(requests), str(clients), str(per_client))
+    print("| stage | median (ms) |")
+    print("|---|---|")
+    for stage, seconds in m["stages"].items():
+        print(f"| {stage} | {1000 * seconds:.0f} |")
+    print(f"| **sum of stages** | **{1000 * sum(m['stages'].values()):.0f}** |")
+    print(f"| whole request as the client sees it (HTTP, JSON) | {1000 * m['request_s']:.0f} |")
+    print(
+        f"\n{m['clients']} concurrent clients: **{m['per_min']:.0f} requests/min** "
+        f"({m['answered']} answered, {m['busy']} told busy; torch threads {m['torch_threads']})"
+    )
+
+
 SECTIONS = {
     "audio": bench_audio,
     "speechclip": bench_speechclip,
@@ -476,9 +570,18 @@ SECTIONS = {
     "default": bench_default,
     "adapter": bench_adapter,
     "foundation": bench_foundation,
+    "speak": bench_speak,
 }
 # foundation (~30 min) only with --only foundation
-DEFAULT_SECTIONS = ("audio", "speechclip", "pipelines", "generation", "adapter", "default")
+DEFAULT_SECTIONS = (
+    "audio",
+    "speechclip",
+    "pipelines",
+    "generation",
+    "adapter",
+    "speak",
+    "default",
+)
 
 
 def main() -> None:

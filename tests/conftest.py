@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,74 @@ def demo_outputs(demo_project) -> Path:
     if not reports.is_dir() or not any(reports.glob("*/evaluation_report")):
         run_session(demo_project)
     return demo_project
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def chromium(require):
+    """``chromium(*arguments)``: headless Debian Chromium driven by Selenium, with the flags
+    this closed network and root need plus ``arguments``; quit after the test. Skipped with
+    the reason where Chromium is missing (failed under CI: `make test` installs it)."""
+    require(
+        CHROMIUM.exists() and CHROMEDRIVER.exists(),
+        f"no {CHROMIUM} / {CHROMEDRIVER}: `make system-deps` (apt-get install chromium "
+        "chromium-driver, as root or with sudo) installs them",
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    drivers = []
+
+    def start(*arguments: str):
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",  # CI runs as root
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            *arguments,
+        ):
+            options.add_argument(argument)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        driver.set_page_load_timeout(60)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+@pytest.fixture
+def background():
+    """``background(command, cwd=, env=, log=)``: start a server in its own process group,
+    output to ``log``; after the test it is stopped with everything it started (SIGTERM,
+    then SIGKILL after 20 s)."""
+    started: list[subprocess.Popen] = []
+
+    def start(command: list[str], *, cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped with all it started
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

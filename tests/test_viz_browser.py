@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -23,8 +22,6 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 KEDRO = Path(sys.executable).with_name("kedro")
 PIPELINES = {
     "__default__",
@@ -35,6 +32,7 @@ PIPELINES = {
     "generation",
     "evaluation",
     "foundation",
+    "speak",
 }
 DEFAULT_NODES = {
     "ingest_corpus",
@@ -86,59 +84,24 @@ def wait_for(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture
-def viz_server(project_copy, tmp_path):
+def viz_server(project_copy, tmp_path, background):
     """`kedro viz run --no-browser` on a free port of 127.0.0.1, in a copy of the project."""
     port = free_port()
     log = tmp_path / "kedro-viz.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [str(KEDRO), "viz", "run", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=project_copy,
-            env=kedro_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with all it started
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(f"{url}/api/main", server, log)
-        yield url
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    server = background(
+        [str(KEDRO), "viz", "run", "--no-browser", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project_copy,
+        env=kedro_env(),
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/api/main", server, log)
+    return url
 
 
 @pytest.fixture
-def browser(require):
-    require(
-        CHROMIUM.exists() and CHROMEDRIVER.exists(),
-        f"no {CHROMIUM} / {CHROMEDRIVER}: `make system-deps` (apt-get install chromium "
-        "chromium-driver, as root or with sudo) installs them",
-    )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1600,1000",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(chromium):
+    return chromium("--window-size=1600,1000")
 
 
 def shown_node_names(driver) -> set[str]:

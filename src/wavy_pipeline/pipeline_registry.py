@@ -5,9 +5,9 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# Demo-only pipelines whose outputs (the stand-in encoders) are committed, so a default
-# run does not retrain them.
-NOT_IN_DEFAULT = {"foundation"}
+# Not in the default run: `foundation` (demo only; its outputs, the stand-in encoders, are
+# committed) and `speak` (turns your recordings into pictures: `--pipelines speak`).
+NOT_IN_DEFAULT = {"foundation", "speak"}
 
 
 def register_pipelines() -> dict[str, Pipeline]:
