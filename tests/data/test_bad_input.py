@@ -20,7 +20,7 @@ from wavy_pipeline.data.corpus import (
     parse_wav2capt,
     unreadable_images,
 )
-from wavy_pipeline.datasets import AudioDataset
+from wavy_pipeline.datasets import AudioDataset, ImageFileDataset
 from wavy_pipeline.pipelines import audio, ingestion
 
 
@@ -56,7 +56,7 @@ def test_a_truncated_jpeg_quarantines_its_utterances(tmp_path):
     truncate(cut)
 
     def loader(path):
-        return lambda: Image.open(path).copy()  # decodes fully, as pillow.ImageDataset does
+        return ImageFileDataset(filepath=str(path)).load  # as raw_image_files' partitions
 
     problems = unreadable_images({"good": loader(good), "cut": loader(cut)}, ["good", "cut"])
     assert list(problems) == ["cut"]
@@ -68,7 +68,7 @@ def test_a_truncated_jpeg_quarantines_its_utterances(tmp_path):
         captions=parse_captions(["good.jpg#0\ta", "cut.jpg#0\tb"], q),
         speakers={},
         splits={"good": ["train"], "cut": ["train"]},
-        audio_keys={"g_0", "c_0"},
+        audio_keys={"g_0.wav", "c_0.wav"},
         image_keys={"good", "cut"},
         attributes=pd.DataFrame(columns=["image"]),
         quarantine=q,
@@ -112,7 +112,7 @@ def test_every_kind_of_bad_input_is_quarantined_or_repaired(corpus, in_tmp, proj
     )
 
     catalog = project_catalog(corpus)
-    catalog["params:ingestion"] = {"max_bad_fraction": 0.5}
+    catalog["params:ingestion"] = {"max_bad_fraction": 0.5, "min_split_utterances": {"train": 1}}
     SequentialRunner().run(ingestion.create_pipeline() + audio.create_pipeline(), catalog)
 
     ingestion_q = catalog.load("ingestion_quarantine")

@@ -84,7 +84,7 @@ def test_captions_real_lines_including_the_dot_one_quirk():
         captions=table,
         speakers={},
         splits={"2258277193_586949ec62": ["train"]},
-        audio_keys={"2258277193_586949ec62_0"},
+        audio_keys={"2258277193_586949ec62_0.wav"},
         image_keys={"2258277193_586949ec62", "1000268201_693b08cb0e"},
         attributes=pd.DataFrame(columns=["image"]),
         quarantine=q,
@@ -175,7 +175,9 @@ def test_every_utterance_problem_has_a_reason():
         lines,
         tokens,
         splits={"ok": ["train"], "twosplit": ["train", "test"]},
-        audio_keys={"ok_0", "nocap_0", "nosplit_0", "twosplit_0", "noimage_0", "stray_0"},
+        audio_keys={
+            f"{k}.wav" for k in ("ok_0", "nocap_0", "nosplit_0", "twosplit_0", "noimage_0", "stray_0")
+        },
         image_keys={"ok", "nosplit", "twosplit"},
         speakers={"ok_0.wav": "7"},
     )
@@ -192,7 +194,7 @@ def test_every_utterance_problem_has_a_reason():
         ("utterance", "twosplit_0.wav"): "image twosplit.jpg is in several splits: train, test",
         ("caption", "gone.jpg#0"): "caption of an image that does not exist",
         ("caption", "ok.jpg#2"): "caption without audio",
-        ("file", "stray_0"): "audio file not listed in wav2capt.txt",
+        ("file", "stray_0.wav"): "audio file not listed in wav2capt.txt",
         ("image", "nosplit"): "image is in no split",
     }
 
@@ -204,7 +206,7 @@ def test_unseen_voice_is_a_speaker_with_no_training_utterance():
         lines,
         tokens,
         splits={"a": ["train"], "b": ["test"]},
-        audio_keys={"a_0", "b_0", "b_1"},
+        audio_keys={"a_0.wav", "b_0.wav", "b_1.wav"},
         image_keys={"a", "b"},
         speakers={"a_0.wav": "s1", "b_0.wav": "s1", "b_1.wav": "s2"},
     )
