@@ -3,17 +3,21 @@ through the project's catalog: each is quarantined with a reason or repaired, ne
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from kedro.io.core import DatasetError
 from kedro.runner import SequentialRunner
 from PIL import Image
 
 from wavy_pipeline.data.corpus import (
+    CorpusError,
     Quarantine,
     build_utterances,
     parse_captions,
@@ -171,3 +175,49 @@ def test_every_kind_of_bad_input_is_quarantined_or_repaired(corpus, in_tmp, proj
     assert index.loc["img_004_1", "source_seconds"] == pytest.approx(600.0)
     for uid in inputs.ids:
         assert np.isfinite(inputs.values(uid)).all()
+
+
+def _session_run(project: Path, corpus: Path, **params) -> None:
+    """``kedro run --pipelines ingestion --params corpus_root=…,…`` in-process."""
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        one_train = {"ingestion": {"min_split_utterances": {"train": 1}}}  # a tiny corpus
+        runtime = {"corpus_root": str(corpus), **one_train, **params}
+        with KedroSession.create(project_path=project, runtime_params=runtime) as session:
+            session.run(pipeline_names=["ingestion"])
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("audio", r"66.7% of the 12 wav2capt records are unusable"),
+        ("test_split", r"test split \(Flickr_8k.testImages.txt\) has 0 usable utterances"),
+    ],
+)
+def test_a_stopped_run_saves_its_quarantine_and_names_that_version(
+    corpus, copy_project, tmp_path, damage, message
+):
+    """A node that raises saves nothing: the stop comes from a later node, after the
+    quarantine of this very run is saved, and the message gives that version's path."""
+    project = copy_project(tmp_path / "project", ())
+    if damage == "audio":
+        for wav in (corpus / "flickr_audio" / "wavs").glob("img_00[0-3]*.wav"):
+            wav.unlink()  # 8 of 12 utterances lose their audio
+    else:
+        (corpus / "Flickr8k_text" / "Flickr_8k.testImages.txt").write_text("")
+    with pytest.raises(CorpusError, match=message) as caught:
+        _session_run(project, corpus)
+    versions = list((project / "data/02_intermediate/ingestion_quarantine.parquet").iterdir())
+    assert len(versions) == 1  # this run's, saved before the stop
+    saved = versions[0] / "ingestion_quarantine.parquet"
+    assert f"saved by this run: {saved}" in str(caught.value)
+    quarantine = pd.read_parquet(saved)
+    if damage == "audio":
+        assert (quarantine["reason"] == "audio file is missing").sum() == 8
+    else:
+        assert "image is in no split" in set(quarantine["reason"])
+    assert not (project / "data/02_intermediate/utterances.parquet").exists()  # no bad table
