@@ -90,6 +90,8 @@ class UtteranceInput:
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """(frames, channels) → (frames,) float32 by averaging the channels (in float64, so
     large values cannot overflow on the way)."""
+    if samples.ndim == 2 and samples.shape[1] == 1:
+        return np.ascontiguousarray(samples[:, 0], dtype=np.float32)
     if samples.ndim == 2:
         return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
     return samples
@@ -116,17 +118,19 @@ def silence(waveform: np.ndarray, rate: int, policy: AudioPolicy) -> str | None:
     Energy, not peak: the RMS of the whole waveform and the fraction of 25 ms frames
     whose RMS reaches ``policy.active_frame_rms``; the reason gives the measured value.
     """
-    centred = waveform.astype(np.float64) - waveform.mean(dtype=np.float64)
-    peak = float(np.abs(centred).max())
+    # float32 is safe here: prepare() has refused magnitudes beyond max_peak already
+    centred = waveform - np.float32(waveform.mean(dtype=np.float64))
+    peak = float(max(centred.max(), -centred.min()))
     if peak < policy.silence_peak:
         return f"silent (peak {peak:.2g} after removing DC, below silence_peak={policy.silence_peak:g})"
-    rms = float(np.sqrt(np.mean(centred**2)))
+    rms = float(np.sqrt(np.dot(centred, centred, out=None) / len(centred)))
     if rms < policy.silence_rms:
         return f"silent (RMS {rms:.2g} after removing DC, below silence_rms={policy.silence_rms:g})"
     frame = max(1, round(0.025 * rate))
     n_frames = max(1, len(centred) // frame)
     frames = centred[: n_frames * frame].reshape(n_frames, -1)
-    active = float((np.sqrt((frames**2).mean(axis=1)) >= policy.active_frame_rms).mean())
+    energy = np.einsum("ij,ij->i", frames, frames) / frames.shape[1]
+    active = float((energy >= policy.active_frame_rms**2).mean())
     if active < policy.min_active_fraction:
         return (
             f"silent ({active:.1%} of 25 ms frames active, below "
@@ -149,7 +153,7 @@ def prepare(audio: Audio, policy: AudioPolicy) -> tuple[np.ndarray | None, str |
     if not np.isfinite(audio.samples).all():
         return None, "non-finite samples (NaN or Inf)", False
     waveform = to_mono(audio.samples)
-    peak = float(np.abs(waveform).max())
+    peak = float(max(waveform.max(), -waveform.min()))
     if peak > policy.max_peak:
         return (
             None,
