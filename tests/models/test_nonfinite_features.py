@@ -58,3 +58,7 @@ def test_train_speechclip_refuses_nan_features_before_the_first_step(tmp_path):
     with pytest.raises(ValueError, match=r"1 of 12 speech features are not finite.*utt03"):
         train_speechclip(speech, images, utterances, 0, params)
     assert not (tmp_path / "ckpt").exists()  # not a single step
+
+    no_dev = utterances.assign(split=["train"] * 8 + ["test"] * 4)  # audio emptied dev
+    with pytest.raises(ValueError, match="No dev utterance has speech features"):
+        train_speechclip(speech, images, no_dev, 0, params)

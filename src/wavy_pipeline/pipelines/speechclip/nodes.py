@@ -44,6 +44,11 @@ def train_speechclip(
     """
     train = split(utterances, "train", speech_features.keys)
     dev = split(utterances, "dev", speech_features.keys)
+    if dev.empty:  # ingestion checked the split; the audio stage may have emptied it
+        raise ValueError(
+            "No dev utterance has speech features: every one was quarantined after "
+            "ingestion (see audio_quarantine). Early stopping needs a dev split."
+        )
     ids = pd.concat([train, dev])["utterance_id"].tolist()
     refuse_nonfinite(speech_features["layers"], speech_features.rows(ids), ids, "speech features")
     meta = speech_features.meta
