@@ -415,5 +415,6 @@ def check_bad_fraction(
     raise CorpusError(
         f"{fraction:.1%} of the {n_records} wav2capt records are unusable, more than "
         f"max_bad_fraction={max_bad_fraction:.0%}. Most common problems: {top}. "
-        f"See {where}, or raise ingestion.max_bad_fraction."
+        f"See {where}, or raise ingestion.max_bad_fraction (then `kedro run --from-nodes "
+        "check_ingestion` checks again without re-reading the corpus)."
     )

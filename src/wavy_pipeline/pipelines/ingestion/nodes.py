@@ -97,6 +97,8 @@ def check_ingestion(
 
     ``quarantine`` is loaded back from the version this run has just saved, so the
     message can name its path. Returns the utterance table unchanged when it passes.
+    Both inputs are persisted: after changing ``params:ingestion``, ``kedro run
+    --from-nodes check_ingestion`` checks again without re-reading the corpus.
     """
     where = f"the quarantine table saved by this run: {quarantine.attrs.get('filepath', '?')}"
     n_records = len(utterances) + int((quarantine["kind"] == "utterance").sum())
@@ -108,7 +110,9 @@ def check_ingestion(
     except CorpusError as exc:
         raise CorpusError(f"{exc} Every quarantined utterance is in {where}.") from None
     _log_summary(utterances, quarantine, fraction)
-    return utterances
+    passed = utterances.copy()
+    passed.attrs = {}  # the path it was loaded from is not part of the table
+    return passed
 
 
 def _log_summary(utterances: pd.DataFrame, quarantine: pd.DataFrame, fraction: float) -> None:
