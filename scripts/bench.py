@@ -73,13 +73,13 @@ def worker_audio(corpus: str) -> dict:
     def lines(rel: str) -> list[str]:
         return TextLinesDataset(filepath=str(root / rel), optional=True).load()
 
-    audio = PartitionedDataset(
-        path=str(root / "flickr_audio" / "wavs"),
-        dataset="wavy_pipeline.datasets.AudioDataset",
-        filename_suffix=".wav",
+    audio = PartitionedDataset(  # keyed by whole file name, as conf/base/catalog.yml
+        path=str(root / "flickr_audio" / "wavs"), dataset="wavy_pipeline.datasets.AudioDataset"
     ).load()
     images = PartitionedDataset(
-        path=str(root / "Flicker8k_Dataset"), dataset="pillow.ImageDataset", filename_suffix=".jpg"
+        path=str(root / "Flicker8k_Dataset"),
+        dataset="wavy_pipeline.datasets.ImageFileDataset",
+        filename_suffix=".jpg",
     ).load()
     text = "Flickr8k_text/Flickr_8k.{}Images.txt"
     utterances, _ = ingest_corpus(
@@ -162,7 +162,7 @@ def worker_speechclip_epoch(mode: str) -> dict:
         processor = CLIPProcessor.from_pretrained(_latest("clip"))
         files = PartitionedDataset(
             path=str(DEMO / "Flicker8k_Dataset"),
-            dataset="pillow.ImageDataset",
+            dataset="wavy_pipeline.datasets.ImageFileDataset",
             filename_suffix=".jpg",
         ).load()
     else:

@@ -18,6 +18,8 @@ from kedro.io import DataCatalog
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# What a run on a tiny test corpus overrides: one train utterance passes ingestion.
+TINY_CORPUS_PARAMS = {"ingestion": {"min_split_utterances": {"train": 1}}}
 
 
 def tone(seconds: float, rate: int, freq: float = 220.0, channels: int = 1) -> np.ndarray:
@@ -93,12 +95,15 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def make_project_catalog(corpus_root: Path) -> DataCatalog:
-    """The project's own catalog and parameters, pointed at ``corpus_root``."""
+    """The project's own catalog and parameters, pointed at ``corpus_root``.
+
+    The tiny corpora of the tests have fewer train utterances than one SpeechCLIP batch,
+    which ingestion refuses by default; here one is enough (no test trains on them)."""
     loader = OmegaConfigLoader(
         str(PROJECT_ROOT / "conf"),
         base_env="base",
         default_run_env="local",
-        runtime_params={"corpus_root": str(corpus_root)},
+        runtime_params={"corpus_root": str(corpus_root), **TINY_CORPUS_PARAMS},
     )
     catalog = DataCatalog.from_config(loader["catalog"])
     params = loader["parameters"]

@@ -403,7 +403,7 @@ def test_kedro_run_on_two_processes_writes_one_version_that_both_load(kedro_proj
     # compute a share of the features and of the images
     params = (
         f"corpus_root={corpus},features.speech_batch_size=5,"
-        "generation.batch_size=1,generation.steps=3"
+        "generation.batch_size=1,generation.steps=3,ingestion.min_split_utterances.train=1"
     )
     run = ["-m", "kedro", "run", "--pipelines", "ingestion,audio,features,generation"]
     done = launch([*run, "--params", params], cwd=project)

@@ -126,3 +126,85 @@ def test_policy_validation():
         AudioPolicy(crop="end")
     with pytest.raises(ValueError, match="max_seconds"):
         AudioPolicy(max_seconds=0.05, min_seconds=0.1)
+
+
+@pytest.mark.parametrize(
+    ("samples", "what"),
+    [
+        (np.full((16000, 1), 3e38, np.float32), "the whole file near 3e38"),
+        (np.stack([np.full(16000, 3e38, np.float32)] * 2, axis=1), "3e38 in both channels"),
+        (np.insert(speech_like(1.0, 16000).samples, 800, 1.7e38, axis=0), "one sample 1.7e38"),
+    ],
+)
+def test_absurd_but_finite_samples_are_refused_before_they_overflow(samples, what):
+    """Finite float32 samples far beyond full scale overflowed the downmix or the
+    processor's variance into NaN (or one sample turned a whole utterance into zeros)."""
+    waveform, why, _ = prepare(Audio(samples, 16000), AudioPolicy())
+    assert waveform is None, what
+    assert why.startswith("absurd sample values (peak "), why
+    assert "max_peak=100" in why
+
+
+def test_loud_but_plausible_float_audio_is_kept_and_normalised(feature_extractor):
+    loud = Audio(speech_like(1.0, 16000).samples * 500, 16000)  # peak ≈ 2e2 > max_peak
+    assert prepare(loud, AudioPolicy())[1].startswith("absurd")
+    clipped = Audio(np.clip(speech_like(1.0, 16000).samples * 30, -8, 8), 16000)  # peak 8
+    stream = HubertInputStream(
+        ["u"], ["k.wav"], {"k.wav": lambda: clipped}, feature_extractor, AudioPolicy()
+    )
+    (item,) = list(stream)
+    assert item.reason is None and np.isfinite(item.values).all()
+    assert item.values.std() == pytest.approx(1.0, abs=1e-3)
+
+
+def dc(level: float, noise: float = 0.0, seconds: float = 1.0, burst: float = 0.0) -> Audio:
+    rng = np.random.default_rng(1)
+    wave = level + noise * rng.standard_normal(int(seconds * 16000))
+    if burst:  # a 10 ms click of real amplitude in an otherwise silent file
+        wave[8000:8160] += burst * np.sin(np.arange(160))
+    return Audio(wave.astype(np.float32)[:, None], 16000)
+
+
+@pytest.mark.parametrize(
+    ("audio", "reason"),
+    [
+        (dc(0.3), "silent (peak 0 after removing DC"),  # a DC offset, no sound
+        (dc(0.3, noise=2e-4), "silent (RMS 0.0002 after removing DC"),  # DC + faint noise
+        (dc(0.0, noise=2e-4), "silent (RMS 0.0002 after removing DC"),
+        (dc(0.2, noise=2e-5, burst=0.5), "silent (2.5% of 25 ms frames active"),
+    ],
+)
+def test_silence_is_measured_by_energy_after_removing_dc(audio, reason):
+    """The peak-only check let DC offsets and faint noise through as "speech"."""
+    waveform, why, _ = prepare(audio, AudioPolicy())
+    assert waveform is None
+    assert why.startswith(reason), why
+
+
+def test_quiet_speech_with_a_dc_offset_is_kept():
+    quiet = Audio(speech_like(1.0, 16000).samples * 0.2 + 0.4, 16000)  # RMS 0.02 on DC 0.4
+    waveform, why, _ = prepare(quiet, AudioPolicy())
+    assert why is None and waveform is not None
+
+
+def test_silence_thresholds_come_from_the_parameters():
+    quiet = Audio(speech_like(1.0, 16000).samples * 0.05, 16000)  # RMS 0.005
+    assert prepare(quiet, AudioPolicy())[1] is None
+    why = prepare(quiet, AudioPolicy(silence_rms=0.01))[1]
+    assert why.startswith("silent (RMS 0.005") and "silence_rms=0.01" in why
+
+
+class _BrokenExtractor:
+    """A processor whose output overflowed: what the audio stage must never store."""
+
+    def __call__(self, waveforms, sampling_rate, return_attention_mask):
+        return {"input_values": [np.full(len(w), np.nan, np.float32) for w in waveforms]}
+
+
+def test_values_are_checked_after_normalisation_and_name_the_file():
+    audio = {"sub/a.wav": lambda: speech_like(1.0, 16000)}
+    stream = HubertInputStream(["a"], ["sub/a.wav"], audio, _BrokenExtractor(), AudioPolicy())
+    (item,) = list(stream)
+    assert item.values is None
+    assert item.reason == "non-finite values after normalisation"
+    assert item.source == "wavs/sub/a.wav"

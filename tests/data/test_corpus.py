@@ -9,13 +9,16 @@ from wavy_pipeline.data.corpus import (
     CorpusError,
     Quarantine,
     build_utterances,
+    carve_dev,
     check_bad_fraction,
+    check_splits,
     parse_attributes,
     parse_captions,
     parse_speakers,
     parse_splits,
     parse_wav2capt,
 )
+from wavy_pipeline.pipelines.ingestion.nodes import ingest_corpus
 
 # Lines exactly as they appear in the real Flickr8k files.
 REAL_WAV2CAPT = [
@@ -84,7 +87,7 @@ def test_captions_real_lines_including_the_dot_one_quirk():
         captions=table,
         speakers={},
         splits={"2258277193_586949ec62": ["train"]},
-        audio_keys={"2258277193_586949ec62_0"},
+        audio_keys={"2258277193_586949ec62_0.wav"},
         image_keys={"2258277193_586949ec62", "1000268201_693b08cb0e"},
         attributes=pd.DataFrame(columns=["image"]),
         quarantine=q,
@@ -175,7 +178,10 @@ def test_every_utterance_problem_has_a_reason():
         lines,
         tokens,
         splits={"ok": ["train"], "twosplit": ["train", "test"]},
-        audio_keys={"ok_0", "nocap_0", "nosplit_0", "twosplit_0", "noimage_0", "stray_0"},
+        audio_keys={
+            f"{k}.wav"
+            for k in ("ok_0", "nocap_0", "nosplit_0", "twosplit_0", "noimage_0", "stray_0")
+        },
         image_keys={"ok", "nosplit", "twosplit"},
         speakers={"ok_0.wav": "7"},
     )
@@ -192,7 +198,7 @@ def test_every_utterance_problem_has_a_reason():
         ("utterance", "twosplit_0.wav"): "image twosplit.jpg is in several splits: train, test",
         ("caption", "gone.jpg#0"): "caption of an image that does not exist",
         ("caption", "ok.jpg#2"): "caption without audio",
-        ("file", "stray_0"): "audio file not listed in wav2capt.txt",
+        ("file", "stray_0.wav"): "audio file not listed in wav2capt.txt",
         ("image", "nosplit"): "image is in no split",
     }
 
@@ -204,7 +210,7 @@ def test_unseen_voice_is_a_speaker_with_no_training_utterance():
         lines,
         tokens,
         splits={"a": ["train"], "b": ["test"]},
-        audio_keys={"a_0", "b_0", "b_1"},
+        audio_keys={"a_0.wav", "b_0.wav", "b_1.wav"},
         image_keys={"a", "b"},
         speakers={"a_0.wav": "s1", "b_0.wav": "s1", "b_1.wav": "s2"},
     )
@@ -229,3 +235,151 @@ def test_bad_fraction_threshold():
         check_bad_fraction(3, 0, _quarantine(["utterance"] * 3), 0.2)
     with pytest.raises(CorpusError, match="wav2capt.txt has no records"):
         check_bad_fraction(0, 0, _quarantine([]), 0.2)
+
+
+def test_a_wav_missing_from_wav2spk_is_quarantined_not_unknown():
+    lines = ["a_0.wav a.jpg #0", "a_1.wav a.jpg #1"]
+    tokens = ["a.jpg#0\tx", "a.jpg#1\ty"]
+    table, q = _build(
+        lines,
+        tokens,
+        splits={"a": ["train"]},
+        audio_keys={"a_0.wav", "a_1.wav"},
+        image_keys={"a"},
+        speakers={"a_0.wav": "s1"},
+    )
+    assert table["utterance_id"].tolist() == ["a_0"]
+    assert [(r["key"], r["reason"]) for r in q.rows] == [
+        ("a_1.wav", "speaker missing from wav2spk.txt")
+    ]
+
+
+def test_no_speaker_list_is_one_decision_unknown_and_no_unseen_voice(caplog):
+    def loader():
+        return None
+
+    with caplog.at_level("WARNING"):
+        table, q = ingest_corpus(
+            ["a_0.wav a.jpg #0", "b_0.wav b.jpg #0"],
+            ["a.jpg#0\tx", "b.jpg#0\ty"],
+            [],  # wav2spk.txt missing (the optional dataset loads no lines) or empty
+            ["a.jpg"],
+            [],
+            ["b.jpg"],
+            [],
+            {"a_0.wav": loader, "b_0.wav": loader},
+            {"a": loader, "b": loader},
+            "root",
+            {},
+        )
+    assert set(table["speaker"]) == {"unknown"} and not table["unseen_voice"].any()
+    assert q.empty
+    decisions = [
+        r for r in caplog.records if "wav2spk.txt is missing or lists no speaker" in r.message
+    ]
+    assert len(decisions) == 1
+
+
+def test_keys_are_whole_file_names_and_one_utterance_id_is_never_shared():
+    lines = [
+        "x.wav a.jpg #0",
+        "x.flac a.jpg #1",  # beside x.wav: same utterance id 'x'
+        "sub/y.wav a.jpg #2",  # a folder under wavs/
+        "z.wav a.jpg #3",  # only z.flac exists: not the same file
+    ]
+    tokens = [f"a.jpg#{n}\tcaption {n}" for n in range(4)]
+    table, q = _build(
+        lines,
+        tokens,
+        splits={"a": ["train"]},
+        audio_keys={"x.wav", "x.flac", "sub/y.wav", "z.flac"},
+        image_keys={"a"},
+    )
+    assert table["utterance_id"].tolist() == ["y"]
+    assert table["audio_path"].tolist() == ["root/flickr_audio/wavs/sub/y.wav"]
+    reasons = {r["key"]: r["reason"] for r in q.rows}
+    both = "2 audio files map to utterance id 'x': x.wav, x.flac"
+    assert reasons == {
+        "x.wav": both,
+        "x.flac": both,
+        "z.wav": "audio file is missing",
+        "z.flac": "audio file not listed in wav2capt.txt",
+    }
+
+
+def test_an_image_name_must_be_the_jpg_file_itself():
+    table, q = _build(
+        ["a_0.wav a.png #0", "b_0.wav sub/b.jpg #0"],
+        ["a.png#0\tx", "sub/b.jpg#0\ty"],
+        splits={"sub/b": ["train"]},
+        audio_keys={"a_0.wav", "b_0.wav"},
+        image_keys={"a", "sub/b"},  # a.jpg exists, but a.png is what wav2capt names
+    )
+    assert table["image_id"].tolist() == ["sub/b"]
+    assert ("a_0.wav", "image a.png is not a .jpg file") in [
+        (r["key"], r["reason"]) for r in q.rows
+    ]
+
+
+def _split_table(counts: dict[str, int]) -> pd.DataFrame:
+    rows = [
+        {"utterance_id": f"{split}{i}", "split": split, "image_id": f"{split}_img{i // 2}"}
+        for split, n in counts.items()
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows, columns=["utterance_id", "split", "image_id"])
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({"train": 0, "dev": 2, "test": 2}, r"train split \(Flickr_8k.trainImages.txt\) has 0"),
+        ({"train": 10, "dev": 2, "test": 2}, r"has 10 usable utterances, fewer than 64.*batch"),
+        ({"train": 70, "dev": 2, "test": 0}, r"test split \(Flickr_8k.testImages.txt\) has 0"),
+        ({"train": 70, "dev": 0, "test": 2}, r"dev split \(Flickr_8k.devImages.txt\) has 0"),
+    ],
+)
+def test_split_checks_name_the_split_file_and_what_to_fix(counts, message):
+    with pytest.raises(CorpusError, match=message) as caught:
+        check_splits(_split_table(counts), {"train": 64, "dev": 1, "test": 1})
+    assert "List more images in those files" in str(caught.value)
+
+
+def test_split_checks_pass_a_large_enough_corpus():
+    check_splits(
+        _split_table({"train": 64, "dev": 1, "test": 1}), {"train": 64, "dev": 1, "test": 1}
+    )
+
+
+def test_empty_dev_falls_back_to_a_documented_fraction_of_train_images(caplog):
+    table = _split_table({"train": 40, "test": 4})  # 20 train images, 2 utterances each
+    with caplog.at_level("WARNING"):
+        carved = carve_dev(table, 0.1)
+    dev = carved[carved["split"] == "dev"]
+    assert dev["image_id"].nunique() == 2 and len(dev) == 4  # whole images move
+    assert (carved["split"] == "train").sum() == 36 and (carved["split"] == "test").sum() == 4
+    assert carve_dev(table, 0.1).equals(carved)  # the same images every run
+    assert "dev split (Flickr_8k.devImages.txt) is empty: 2 of the 20 train images" in caplog.text
+    one = carve_dev(_split_table({"train": 2}), 0.1)  # one image: never carve the last
+    assert (one["split"] == "train").all()
+
+
+def test_build_utterances_uses_the_dev_fallback_only_when_dev_is_empty():
+    lines = [f"i{k}_0.wav i{k}.jpg #0" for k in range(10)]
+    tokens = [f"i{k}.jpg#0\tx" for k in range(10)]
+    args = {
+        "audio_keys": {f"i{k}_0.wav" for k in range(10)},
+        "image_keys": {f"i{k}" for k in range(10)},
+    }
+    q = Quarantine("ingestion")
+    table = build_utterances(
+        wav2capt=parse_wav2capt(lines, q),
+        captions=parse_captions(tokens, q),
+        speakers={},
+        splits={f"i{k}": ["train"] for k in range(10)},
+        attributes=pd.DataFrame(columns=["image"]),
+        quarantine=q,
+        dev_fallback_fraction=0.2,
+        **args,
+    )
+    assert (table["split"] == "dev").sum() == 2

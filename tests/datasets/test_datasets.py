@@ -114,7 +114,7 @@ def test_hubert_inputs_round_trip_with_several_shards(tmp_path):
     assert loaded.ids == ["u0", "u1", "u3", "u4"]
     assert loaded.meta["n_shards"] > 1
     assert loaded.quarantine[["key", "reason"]].values.tolist() == [
-        ["u2", "silent (peak below 0.0001)"]
+        ["u2", "silent (peak 0 after removing DC, below silence_peak=0.0001)"]
     ]
     expected = (clips["k3"][:, 0] - clips["k3"].mean()) / np.sqrt(clips["k3"].var() + 1e-7)
     np.testing.assert_allclose(loaded.values("u3"), expected, atol=1e-5)

@@ -7,7 +7,9 @@ too little is left to go on.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +35,8 @@ UTTERANCE_COLUMNS = [
 
 _WAV2CAPT = re.compile(r"^(?P<wav>\S+)\s+(?P<image>\S+)\s+#(?P<n>\d+)$")
 _CAPTION = re.compile(r"^(?P<image>[^\t#]+)#(?P<n>\d+)(?:\t(?P<caption>.*))?$")
+logger = logging.getLogger(__name__)
+
 _WAV2SPK = re.compile(r"^(?P<wav>\S+)\s+(?P<speaker>\S+)$")
 
 
@@ -40,9 +44,18 @@ class CorpusError(ValueError):
     """The corpus cannot be used; the message says what is wrong and where."""
 
 
+IMAGE_SUFFIX = ".jpg"  # the Flickr8k layout's images; ``raw_image_files`` lists these
+
+
 def stem(name: str) -> str:
-    """File name without its last suffix: the key PartitionedDataset uses."""
+    """File name without its folder and last suffix: the utterance id of a wav."""
     return PurePosixPath(name).stem
+
+
+def image_key(name: str) -> str | None:
+    """Partition key of an image named in the metadata (``sub/x.jpg`` → ``sub/x``), None
+    for a name that is not a ``.jpg`` (no image partition can hold it)."""
+    return name[: -len(IMAGE_SUFFIX)] if name.endswith(IMAGE_SUFFIX) else None
 
 
 def is_valid_utf8(text: str) -> bool:
@@ -153,16 +166,22 @@ def parse_speakers(lines: list[str], quarantine: Quarantine) -> dict[str, str]:
 def parse_splits(
     split_lines: dict[str, list[str]], image_keys: set[str], quarantine: Quarantine
 ) -> dict[str, list[str]]:
-    """Split lists → {image stem: [splits it is listed in]} for images that exist."""
+    """Split lists → {image key: [splits it is listed in]} for images that exist."""
     membership: dict[str, list[str]] = {}
     for split, lines in split_lines.items():
-        source = f"Flickr_8k.{split}Images.txt"
+        source = split_file(split)
         for line_no, image in _lines(lines, source, quarantine, "split"):
-            if stem(image) not in image_keys:
+            key = image_key(image)
+            if key not in image_keys:
                 quarantine.add("split", source, line_no, image, "listed image does not exist")
-            elif split not in membership.setdefault(stem(image), []):
-                membership[stem(image)].append(split)
+            elif split not in membership.setdefault(key, []):
+                membership[key].append(split)
     return membership
+
+
+def split_file(split: str) -> str:
+    """Name of the list of a split's images in the Flickr8k layout."""
+    return f"Flickr_8k.{split}Images.txt"
 
 
 def parse_attributes(lines: list[str], quarantine: Quarantine) -> pd.DataFrame:
@@ -217,23 +236,41 @@ def build_utterances(
     quarantine: Quarantine,
     corpus_root: str = "",
     bad_images: Mapping[str, str] | None = None,
+    dev_fallback_fraction: float | None = None,
 ) -> pd.DataFrame:
     """Join the parsed files into the utterance table; quarantine what cannot be used.
 
-    ``audio_keys`` / ``image_keys`` are the file stems found under ``wavs/`` and
-    ``Flicker8k_Dataset/``; ``bad_images`` maps the stems of images that exist but cannot
-    be decoded to the reason (:func:`unreadable_images`). Each wav2capt record becomes one
-    row or one quarantine entry.
+    ``audio_keys`` are the files under ``wavs/`` by whole name (folder and extension, as
+    wav2capt lists them); ``image_keys`` the partition keys under ``Flicker8k_Dataset/``
+    (:func:`image_key`); ``bad_images`` maps the keys of images that exist but cannot be
+    decoded to the reason (:func:`unreadable_images`). Each wav2capt record becomes one
+    row or one quarantine entry. Two files with one utterance id (``x.wav`` and
+    ``x.flac``, or ``a/x.wav`` and ``b/x.wav``) are both quarantined, never paired.
+
+    ``speakers`` empty means the corpus has no speaker list: every speaker is
+    ``unknown`` and no utterance is an unseen voice (the node logs that decision once);
+    otherwise a wav it does not list is quarantined. An empty dev split is filled by
+    :func:`carve_dev` when ``dev_fallback_fraction`` is set.
     """
     bad_images = bad_images or {}
     caption_text = {(r.image, r.caption_index): r.caption for r in captions.itertuples()}
+    owners: dict[str, list[str]] = {}
+    for wav in wav2capt["wav"]:
+        owners.setdefault(stem(wav), []).append(wav)
     rows = []
     for rec in wav2capt.itertuples():
-        image_id = stem(rec.image)
+        image_id = image_key(rec.image)
         split_list = splits.get(image_id, [])
         problem = None
-        if stem(rec.wav) not in audio_keys:
+        if len(owners[stem(rec.wav)]) > 1:
+            problem = (
+                f"{len(owners[stem(rec.wav)])} audio files map to utterance id "
+                f"'{stem(rec.wav)}': {', '.join(owners[stem(rec.wav)])}"
+            )
+        elif rec.wav not in audio_keys:
             problem = "audio file is missing"
+        elif image_id is None:
+            problem = f"image {rec.image} is not a {IMAGE_SUFFIX} file"
         elif image_id not in image_keys:
             problem = f"image {rec.image} is missing"
         elif image_id in bad_images:
@@ -244,6 +281,8 @@ def build_utterances(
             problem = f"image {rec.image} is in no split"
         elif len(split_list) > 1:
             problem = f"image {rec.image} is in several splits: {', '.join(split_list)}"
+        elif speakers and rec.wav not in speakers:
+            problem = "speaker missing from wav2spk.txt"
         if problem:
             quarantine.add("utterance", "wav2capt.txt", rec.line_no, rec.wav, problem)
             continue
@@ -263,13 +302,39 @@ def build_utterances(
         )
     table = pd.DataFrame(rows, columns=[c for c in UTTERANCE_COLUMNS if c != "unseen_voice"])
     _quarantine_unused(wav2capt, captions, splits, audio_keys, image_keys, quarantine)
+    if dev_fallback_fraction and not (table["split"] == "dev").any():
+        table = carve_dev(table, dev_fallback_fraction)
 
     train_speakers = set(table.loc[table["split"] == "train", "speaker"])
-    table["unseen_voice"] = ~table["speaker"].isin(train_speakers)
+    table["unseen_voice"] = ~table["speaker"].isin(train_speakers) if speakers else False
     table = table[UTTERANCE_COLUMNS]
     if len(attributes.columns) > 1:
         table = table.merge(attributes, on="image", how="left")
     return table.sort_values("utterance_id", kind="stable").reset_index(drop=True)
+
+
+def carve_dev(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """The dev fallback: move ``fraction`` of the train *images* (at least one, never the
+    last one) with all their utterances into dev. Which images is fixed by a hash of their
+    ids (the same corpus always gives the same dev split); logged as a warning."""
+    images = sorted(table.loc[table["split"] == "train", "image_id"].unique())
+    n_dev = min(max(1, round(fraction * len(images))), len(images) - 1)
+    if n_dev < 1:
+        return table
+    ranked = sorted(images, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+    chosen = set(ranked[:n_dev])
+    table = table.copy()
+    table.loc[table["image_id"].isin(chosen), "split"] = "dev"
+    logger.warning(
+        "The dev split (%s) is empty: %d of the %d train images (%d utterances, "
+        "ingestion.dev_fallback_fraction=%g) are used as dev instead.",
+        split_file("dev"),
+        n_dev,
+        len(images),
+        int(table["image_id"].isin(chosen).sum()),
+        fraction,
+    )
+    return table
 
 
 def _quarantine_unused(wav2capt, captions, splits, audio_keys, image_keys, quarantine) -> None:
@@ -278,21 +343,59 @@ def _quarantine_unused(wav2capt, captions, splits, audio_keys, image_keys, quara
     source = "Flickr8k.token.txt"
     for rec in captions.itertuples():
         key = f"{rec.image}#{rec.caption_index}"
-        if stem(rec.image) not in image_keys:
+        if image_key(rec.image) not in image_keys:
             quarantine.add("caption", source, None, key, "caption of an image that does not exist")
         elif (rec.image, rec.caption_index) not in spoken:
             quarantine.add("caption", source, None, key, "caption without audio")
-    listed = {stem(w) for w in wav2capt["wav"]}
-    for key in sorted(audio_keys - listed):
+    for key in sorted(audio_keys - set(wav2capt["wav"])):
         quarantine.add("file", "wavs/", None, key, "audio file not listed in wav2capt.txt")
     for key in sorted(image_keys - set(splits)):
         quarantine.add("image", "Flicker8k_Dataset/", None, key, "image is in no split")
 
 
+def check_splits(utterances: pd.DataFrame, min_utterances: Mapping[str, int]) -> None:
+    """Stop when a split has fewer usable utterances than ``min_utterances[split]``.
+
+    The message names the split's list file and what to fix, so the run stops here
+    rather than in training (an empty train split has no full batch, an empty dev split
+    nothing to early-stop on, an empty test split nothing to report).
+    """
+    counts = Counter(utterances["split"])
+    short = [
+        (split, counts.get(split, 0), need)
+        for split, need in min_utterances.items()
+        if counts.get(split, 0) < need
+    ]
+    if not short:
+        return
+    parts = "; ".join(
+        f"the {split} split ({split_file(split)}) has {have} usable utterances, fewer than {need}"
+        for split, have, need in short
+    )
+    raise CorpusError(
+        f"{parts}. List more images in those files (each image of a split brings its "
+        "captions' utterances, and its utterances must pass the quarantine), or lower "
+        "ingestion.min_split_utterances"
+        + (
+            " (train: at least one batch of speechclip.train.batch_size)"
+            if any(s == "train" for s, _, _ in short)
+            else ""
+        )
+        + "."
+    )
+
+
 def check_bad_fraction(
-    n_records: int, n_valid: int, quarantine: pd.DataFrame, max_bad_fraction: float
+    n_records: int,
+    n_valid: int,
+    quarantine: pd.DataFrame,
+    max_bad_fraction: float,
+    where: str = "the ingestion quarantine table",
 ) -> float:
     """Fail with a summary of reasons when nothing, or too little, of the corpus is usable.
+
+    ``where`` names the quarantine table the message points to (the node passes the
+    path of the version this run saved).
 
     Returns:
         The fraction of wav2capt records that were quarantined.
@@ -306,10 +409,12 @@ def check_bad_fraction(
     if not n_valid:
         raise CorpusError(
             f"No valid utterance in the corpus ({n_records} wav2capt records). "
-            f"Most common problems: {top or 'wav2capt.txt has no records'}."
+            f"Most common problems: {top or 'wav2capt.txt has no records'}. "
+            f"Every problem is in {where}."
         )
     raise CorpusError(
         f"{fraction:.1%} of the {n_records} wav2capt records are unusable, more than "
         f"max_bad_fraction={max_bad_fraction:.0%}. Most common problems: {top}. "
-        "See the ingestion quarantine table, or raise ingestion.max_bad_fraction."
+        f"See {where}, or raise ingestion.max_bad_fraction (then `kedro run --from-nodes "
+        "check_ingestion` checks again without re-reading the corpus)."
     )

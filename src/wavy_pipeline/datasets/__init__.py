@@ -5,7 +5,7 @@ from wavy_pipeline.datasets.figures import FigureDataset
 from wavy_pipeline.datasets.hubert_inputs import HubertInputs, HubertInputsDataset
 from wavy_pipeline.datasets.images import ImageCollection, ImageCollectionDataset
 from wavy_pipeline.datasets.pretrained import PretrainedDataset
-from wavy_pipeline.datasets.raw import AudioDataset, TextLinesDataset
+from wavy_pipeline.datasets.raw import AudioDataset, ImageFileDataset, TextLinesDataset
 from wavy_pipeline.datasets.report import ReportDataset
 from wavy_pipeline.datasets.tables import JSONDataset, ParquetTableDataset
 
@@ -19,6 +19,7 @@ __all__ = [
     "ImageCollection",
     "ImageCollectionDataset",
     "HubertInputsDataset",
+    "ImageFileDataset",
     "JSONDataset",
     "ParquetTableDataset",
     "PretrainedDataset",

@@ -113,7 +113,7 @@ class HubertInputsDataset(AtomicVersionedDataset[HubertInputStream, HubertInputs
             for item in data:
                 if item.values is None:
                     quarantine.append(
-                        ["audio", "utterance", "wavs/", pd.NA, item.utterance_id, item.reason]
+                        ["audio", "utterance", item.source, pd.NA, item.utterance_id, item.reason]
                     )
                     continue
                 if offset and (offset + len(item.values)) * dtype.itemsize > shard_bytes:

@@ -1,4 +1,4 @@
-"""Read-only datasets for the raw corpus: metadata text files and audio files."""
+"""Read-only datasets for the raw corpus: metadata text files, audio files and images."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 import soundfile as sf
 from kedro.io import AbstractDataset
 from kedro.io.core import DatasetError
+from PIL import Image, UnidentifiedImageError
 
 from wavy_pipeline.data.audio import Audio
+from wavy_pipeline.data.images import to_rgb
 
 
 class TextLinesDataset(AbstractDataset[None, list[str]]):
@@ -121,3 +123,45 @@ class AudioDataset(AbstractDataset[None, Audio]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "max_seconds": self._max_seconds}
+
+
+class ImageFileDataset(AbstractDataset[None, Image.Image]):
+    """One corpus image, decoded as people see it (:func:`wavy_pipeline.data.images.to_rgb`):
+    8-bit RGB, EXIF orientation applied, transparency on white, 16-bit scaled.
+
+    The only place where the project decodes corpus images: it is the per-file dataset of
+    the ``raw_image_files`` ``PartitionedDataset``, which every stage reads. Unreadable
+    files raise ``DatasetError`` with a reason fit for a quarantine table (never a Python
+    object's address); Pillow's decompression-bomb guard stays on.
+
+    Args:
+        filepath: Path of the image file.
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Image.Image:
+        try:
+            size = self._filepath.stat().st_size
+            if size == 0:
+                raise DatasetError("empty file (0 bytes)")
+            with Image.open(self._filepath) as image:
+                image.load()
+                return to_rgb(image)
+        except UnidentifiedImageError as exc:
+            raise DatasetError(f"not an image Pillow can read ({size} bytes)") from exc
+        except Image.DecompressionBombError as exc:
+            raise DatasetError(f"refused as a decompression bomb: {exc}") from exc
+        except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+            raise DatasetError(f"{exc}".strip() or type(exc).__name__) from exc
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self} is read-only: the raw corpus is never written.")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

@@ -24,7 +24,9 @@ class ParquetTableDataset(AtomicVersionedDataset[pd.DataFrame, pd.DataFrame]):
     """
 
     def _read(self, path: Path) -> pd.DataFrame:
-        return pd.read_parquet(path, **self._load_args)
+        frame = pd.read_parquet(path, **self._load_args)
+        frame.attrs["filepath"] = str(path)  # which version it is, for messages
+        return frame
 
     def _write(self, data: pd.DataFrame, path: Path) -> None:
         if not isinstance(data, pd.DataFrame):

@@ -67,6 +67,29 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 EvalFn = Callable[[nn.Module], Mapping[str, float]]
 
 
+def refuse_nonfinite(
+    values: np.ndarray, rows: np.ndarray, keys: Sequence[str], what: str, chunk: int = 512
+) -> None:
+    """Raise before the first step if a row of ``values`` holds NaN or Inf, naming its key.
+
+    ``values[rows[i]]`` is the item of ``keys[i]`` (``values`` may be memory-mapped: it is
+    read ``chunk`` rows at a time). A non-finite input would otherwise surface as a
+    non-finite loss some steps later that names no item.
+    """
+    bad = []
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(values[rows[start : start + chunk]])
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        bad += [keys[start + i] for i in np.flatnonzero(~finite)]
+    if bad:
+        shown = ", ".join(bad[:10]) + (f", … ({len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise ValueError(
+            f"{len(bad)} of {len(rows)} {what} are not finite (NaN or Inf): {shown}. "
+            "Training refuses them before the first step; quarantine or fix these inputs "
+            "and recompute the features."
+        )
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, checkpointing and early-stopping settings for :func:`fit`."""

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from wavy_pipeline.pipelines.ingestion.nodes import ingest_corpus
+from wavy_pipeline.pipelines.ingestion.nodes import check_ingestion, ingest_corpus
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -23,9 +23,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:corpus_root",
                     "params:ingestion",
                 ],
-                outputs=["utterances", "ingestion_quarantine"],
+                outputs=["ingested_utterances", "ingestion_quarantine"],
                 name="ingest_corpus",
                 tags=["ingestion", "data"],
-            )
+            ),
+            # A separate node, so the quarantine is saved before a stop (a node that
+            # raises saves nothing) and the stop can name that version's path.
+            Node(
+                func=check_ingestion,
+                inputs=["ingested_utterances", "ingestion_quarantine", "params:ingestion"],
+                outputs="utterances",
+                name="check_ingestion",
+                tags=["ingestion", "data"],
+            ),
         ]
     )

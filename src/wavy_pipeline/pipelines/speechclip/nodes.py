@@ -25,7 +25,7 @@ from wavy_pipeline.models.adapter import (
 )
 from wavy_pipeline.models.plots import plot_training_history
 from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig, speechclip_loss
-from wavy_pipeline.models.train import TrainConfig, fit
+from wavy_pipeline.models.train import TrainConfig, fit, refuse_nonfinite
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ def train_speechclip(
     """
     train = split(utterances, "train", speech_features.keys)
     dev = split(utterances, "dev", speech_features.keys)
+    if dev.empty:  # ingestion checked the split; the audio stage may have emptied it
+        raise ValueError(
+            "No dev utterance has speech features: every one was quarantined after "
+            "ingestion (see audio_quarantine). Early stopping needs a dev split."
+        )
+    ids = pd.concat([train, dev])["utterance_id"].tolist()
+    refuse_nonfinite(speech_features["layers"], speech_features.rows(ids), ids, "speech features")
     meta = speech_features.meta
     config = SpeechCLIPConfig(
         num_layers=meta["layers"],
