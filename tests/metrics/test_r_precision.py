@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from wavy_pipeline.metrics.r_precision import draw_candidates, r_precision, r_precision_repeated
+from wavy_pipeline.metrics.r_precision import (
+    draw_candidates,
+    mismatched_captions,
+    r_precision,
+    r_precision_repeated,
+)
 
 
 def test_r_precision_on_a_hand_made_matrix():
@@ -50,3 +55,15 @@ def test_repeated_r_precision_from_embeddings():
     # images that look like the next caption: always beaten
     shifted = np.roll(image_emb, 1, axis=0)
     assert r_precision_repeated(shifted, text_emb, [c for c, _ in draws])["mean"] == 0.0
+
+
+def test_shuffled_captions_never_stay_with_their_image():
+    images = ["a", "a", "a", "b", "c", "c", "d"]
+    captions = ["a0", "a1", "a2", "b0", "c0", "c1", "d0"]
+    for seed in range(20):
+        moved_images, moved = mismatched_captions(images, captions, rng=np.random.default_rng(seed))
+        assert sorted(moved) == sorted(captions)  # a permutation
+        assert all(m != i for m, i in zip(moved_images, images, strict=True))
+        assert all(c.startswith(m) for m, c in zip(moved_images, moved, strict=True))
+    with pytest.raises(ValueError, match="cannot shuffle"):
+        mismatched_captions(["a", "a", "b"], ["x", "y", "z"], rng=np.random.default_rng(0))

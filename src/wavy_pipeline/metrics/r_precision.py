@@ -100,3 +100,31 @@ def r_precision_repeated(
     cosine = images @ texts.T  # (N, T)
     values = [r_precision(np.take_along_axis(cosine, c, axis=1)) for c in draws]
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def mismatched_captions(
+    image_ids: Sequence[str], captions: Sequence[str], *, rng: np.random.Generator
+) -> tuple[list[str], list[str]]:
+    """A shuffle of the captions in which no query keeps a caption of its own image (the
+    shuffled-caption control). The images are put in a random order and every caption
+    moves forward by the largest number of captions any one image has, which always lands
+    on another image's caption.
+
+    Returns:
+        ``(images, captions)``: per query, the image its new caption belongs to, and it.
+    """
+    groups: dict[str, list[int]] = {}
+    for row, image in enumerate(image_ids):
+        groups.setdefault(image, []).append(row)
+    largest = max(len(rows) for rows in groups.values())
+    if 2 * largest > len(captions):
+        raise ValueError(
+            f"cannot shuffle captions away from their images: one image has {largest} of "
+            f"the {len(captions)} captions"
+        )
+    order = [row for key in rng.permutation(sorted(groups)) for row in groups[key]]
+    images, texts = [""] * len(captions), [""] * len(captions)
+    for k, row in enumerate(order):
+        source = order[(k + largest) % len(order)]
+        images[row], texts[row] = image_ids[source], captions[source]
+    return images, texts
