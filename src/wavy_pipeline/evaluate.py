@@ -176,9 +176,7 @@ def score_images(
     return Scored(table, gen_emb, truth, captions, rows)
 
 
-def _set_metrics(
-    scored: Scored, features: str, kid_subset_size: int, seed: int
-) -> dict[str, Any]:
+def _set_metrics(scored: Scored, features: str, kid_subset_size: int, seed: int) -> dict[str, Any]:
     """Fréchet distance and KID of each condition's images against the distinct ground-truth
     images of the same utterances (each real image once, as the FID protocol has it), in
     the scoring CLIP's or Inception-v3's feature space."""

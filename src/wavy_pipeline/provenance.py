@@ -22,16 +22,17 @@ from typing import Any
 
 import pandas as pd
 
-# The metadata the fingerprint covers, in the Flickr8k Audio layout (README "Corpus layout")
-METADATA_FILES = (
-    "flickr_audio/wav2capt.txt",
-    "Flickr8k_text/Flickr8k.token.txt",
-    "flickr_audio/wav2spk.txt",
-    "Flickr8k_text/Flickr_8k.trainImages.txt",
-    "Flickr8k_text/Flickr_8k.devImages.txt",
-    "Flickr8k_text/Flickr_8k.testImages.txt",
-    "attributes.csv",
-)
+# The metadata the fingerprint covers: catalog entry → file in the Flickr8k Audio layout
+# (README "Corpus layout")
+METADATA = {
+    "raw_wav2capt": "flickr_audio/wav2capt.txt",
+    "raw_captions": "Flickr8k_text/Flickr8k.token.txt",
+    "raw_speakers": "flickr_audio/wav2spk.txt",
+    "raw_train_images": "Flickr8k_text/Flickr_8k.trainImages.txt",
+    "raw_dev_images": "Flickr8k_text/Flickr_8k.devImages.txt",
+    "raw_test_images": "Flickr8k_text/Flickr_8k.testImages.txt",
+    "raw_attributes": "attributes.csv",
+}
 
 
 class ProvenanceError(RuntimeError):
@@ -46,22 +47,20 @@ def _digest(lines: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def fingerprint_corpus(
-    wav2capt: list[str],
-    captions: list[str],
-    speakers: list[str],
-    train_images: list[str],
-    dev_images: list[str],
-    test_images: list[str],
-    attributes: list[str],
-    corpus_root: str,
-) -> dict[str, Any]:
-    """The corpus's identity: its root and a SHA-256 over its metadata files' lines (a
-    missing optional file counts as empty), with each file's own hash and line count."""
-    contents = (wav2capt, captions, speakers, train_images, dev_images, test_images, attributes)
+def fingerprint_corpus(corpus_root: str, *metadata: list[str]) -> dict[str, Any]:
+    """The corpus's identity: its root and a SHA-256 over its metadata files' lines, with
+    each file's own hash and line count.
+
+    Args:
+        corpus_root: where the corpus lies, recorded as given.
+        metadata: the lines of each file of :data:`METADATA`, in its order (a missing
+            optional file, such as ``attributes.csv``, counts as empty).
+    """
+    if len(metadata) != len(METADATA):
+        raise ValueError(f"need the lines of {len(METADATA)} files, got {len(metadata)}")
     files = {
         name: {"sha256": _digest(lines), "lines": len(lines)}
-        for name, lines in zip(METADATA_FILES, contents, strict=True)
+        for name, lines in zip(METADATA.values(), metadata, strict=True)
     }
     overall = hashlib.sha256()
     for name, entry in files.items():

@@ -82,9 +82,9 @@ def make_set(root: Path, *, attributes: bool = True, all_unseen: bool = False):
     return dataset.load(), pd.DataFrame(utterances), loaders
 
 
-def corpus_of(name: str) -> dict:
+def corpus_of(name: str, caption: str = "a caption") -> dict:
     lines = [f"{name}_0.wav {name}.jpg #0"]
-    return fingerprint_corpus(lines, [f"{name}.jpg#0\ta caption"], [], [], [], [], [], name)
+    return fingerprint_corpus(name, lines, [f"{name}.jpg#0\t{caption}"], [], [], [], [], [])
 
 
 RUN = run_record(
@@ -105,23 +105,30 @@ def retrieval_for(corpus: dict, run: dict = RUN) -> dict:
     }
 
 
-def score(tmp_path, scoring_clip, **kwargs):
-    generated, utterances, truth = make_set(tmp_path, **kwargs)
-    corpus = corpus_of("demo")
-    model, processor = scoring_clip
-    table, metrics = score_generated_images(
+def evaluate(scoring_clip, scored_set, *, utterances=None, corpus=None, retrieval=None, **kw):
+    """``score_generated_images`` on ``scored_set`` (make_set's), by default of the demo
+    corpus, with retrieval metrics of the same corpus, RUN and PARAMS."""
+    generated, own_utterances, truth = scored_set
+    corpus = corpus or corpus_of("demo")
+    return score_generated_images(
         generated,
-        utterances,
+        own_utterances if utterances is None else utterances,
         truth,
-        model,
-        processor,
+        *scoring_clip,
         corpus,
-        retrieval_for(corpus),
-        RUN,
+        retrieval_for(corpus) if retrieval is None else retrieval,
+        kw.get("run", RUN),
         0,
-        PARAMS,
+        kw.get("params", PARAMS),
     )
-    report = build_report(table, metrics, retrieval_for(corpus), generated, truth, PARAMS)
+
+
+def score(tmp_path, scoring_clip, **kwargs):
+    scored_set = make_set(tmp_path, **kwargs)
+    table, metrics = evaluate(scoring_clip, scored_set)
+    generated, _, truth = scored_set
+    retrieval = retrieval_for(corpus_of("demo"))
+    report = build_report(table, metrics, retrieval, generated, truth, PARAMS)
     return table, metrics, report["report.md"]
 
 
@@ -172,55 +179,26 @@ def test_every_voice_unseen_is_said_once_not_repeated_as_a_table(tmp_path, scori
 
 
 def test_retrieval_metrics_of_another_corpus_are_refused(tmp_path, scoring_clip):
-    generated, utterances, truth = make_set(tmp_path)
-    model, processor = scoring_clip
+    scored_set = make_set(tmp_path)
     other = retrieval_for(corpus_of("other"))
     with pytest.raises(ProvenanceError, match=r"measured on corpus other .*--pipelines speechclip"):
-        score_generated_images(
-            generated, utterances, truth, model, processor, corpus_of("demo"), other, RUN, 0, PARAMS
-        )
+        evaluate(scoring_clip, scored_set, retrieval=other)
     with pytest.raises(ProvenanceError, match="records no corpus"):
-        score_generated_images(
-            generated, utterances, truth, model, processor, corpus_of("demo"), {}, RUN, 0, PARAMS
-        )
+        evaluate(scoring_clip, scored_set, retrieval={})
 
 
 def test_images_of_another_corpus_or_metrics_of_another_model_are_refused(tmp_path, scoring_clip):
-    generated, utterances, truth = make_set(tmp_path)
-    model, processor = scoring_clip
-    corpus = corpus_of("demo")
-    recaptioned = utterances.assign(caption=utterances["caption"] + " again")
+    scored_set = make_set(tmp_path)
+    recaptioned = scored_set[1].assign(caption=scored_set[1]["caption"] + " again")
     with pytest.raises(
         ProvenanceError, match=r"another corpus: 12 of their 12 .*--pipelines generation"
     ):
-        score_generated_images(
-            generated,
-            recaptioned,
-            truth,
-            model,
-            processor,
-            corpus,
-            retrieval_for(corpus),
-            RUN,
-            0,
-            PARAMS,
-        )
+        evaluate(scoring_clip, scored_set, utterances=recaptioned)
     newer_model = run_record(
         {"run_id": "x"}, RUN["datasets"] | {"speechclip_model": "2026-12-02T00.00.00.000Z"}, {}
     )
     with pytest.raises(ProvenanceError, match="speechclip_model 2026-11-30T00.00.00.000Z"):
-        score_generated_images(
-            generated,
-            utterances,
-            truth,
-            model,
-            processor,
-            corpus,
-            retrieval_for(corpus),
-            newer_model,
-            0,
-            PARAMS,
-        )
+        evaluate(scoring_clip, scored_set, run=newer_model)
 
 
 @pytest.mark.skipif(
@@ -229,22 +207,8 @@ def test_images_of_another_corpus_or_metrics_of_another_model_are_refused(tmp_pa
 def test_inception_features_without_torch_fidelity_are_skipped_with_the_install(
     tmp_path, scoring_clip
 ):
-    generated, utterances, truth = make_set(tmp_path)
-    model, processor = scoring_clip
-    corpus = corpus_of("demo")
     params = PARAMS | {"distribution_features": "inception"}
-    _, metrics = score_generated_images(
-        generated,
-        utterances,
-        truth,
-        model,
-        processor,
-        corpus,
-        retrieval_for(corpus),
-        RUN,
-        0,
-        params,
-    )
+    _, metrics = evaluate(scoring_clip, make_set(tmp_path), params=params)
     assert "fid" not in metrics and "fd_clip" in metrics
     assert "torch-fidelity" in metrics["skipped"]["fid"].lower()
     assert 'pip install -e ".[fid]"' in metrics["skipped"]["inception_score"]
@@ -253,7 +217,6 @@ def test_inception_features_without_torch_fidelity_are_skipped_with_the_install(
 def test_the_corpus_fingerprint_follows_the_metadata_content():
     a = corpus_of("demo")
     assert a == corpus_of("demo")
-    lines = ["demo_0.wav demo.jpg #0"]
-    changed = fingerprint_corpus(lines, ["demo.jpg#0\tanother caption"], [], [], [], [], [], "demo")
+    changed = corpus_of("demo", "another caption")
     assert changed["fingerprint"] != a["fingerprint"]
     assert changed["files"]["flickr_audio/wav2capt.txt"] == a["files"]["flickr_audio/wav2capt.txt"]

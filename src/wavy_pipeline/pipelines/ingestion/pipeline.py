@@ -3,7 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from wavy_pipeline.pipelines.ingestion.nodes import ingest_corpus
-from wavy_pipeline.provenance import fingerprint_corpus
+from wavy_pipeline.provenance import METADATA, fingerprint_corpus
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -31,16 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             # provenance: which corpus every later figure was measured on
             Node(
                 func=fingerprint_corpus,
-                inputs=[
-                    "raw_wav2capt",
-                    "raw_captions",
-                    "raw_speakers",
-                    "raw_train_images",
-                    "raw_dev_images",
-                    "raw_test_images",
-                    "raw_attributes",
-                    "params:corpus_root",
-                ],
+                inputs=["params:corpus_root", *METADATA],
                 outputs="corpus_fingerprint",
                 name="fingerprint_corpus",
                 tags=["ingestion", "data"],
