@@ -187,6 +187,12 @@ def _set_metrics(scored: Scored, features: str, kid_subset_size: int, seed: int)
     else:
         made = scored.generated
         real = np.stack([scored.truth[i] for i in sorted(scored.truth)])
+    n = int((table["condition"] == "speech").sum())
+    if min(n, len(real)) < 2:
+        raise ValueError(
+            f"a set distance needs at least 2 images on each side, got {n} generated per "
+            f"condition and {len(real)} ground-truth images"
+        )
     fd: dict[str, Any] = {}
     kid: dict[str, Any] = {}
     for condition in CONDITIONS:
@@ -197,7 +203,6 @@ def _set_metrics(scored: Scored, features: str, kid_subset_size: int, seed: int)
         "clip": f"image embeddings of the scoring CLIP ({made.shape[1]}-d)",
         "inception": "Inception-v3 pool features (2048-d, torch-fidelity's FID weights)",
     }[features]
-    n = int((table["condition"] == "speech").sum())
     fd |= {"features": described, "n_generated": n, "n_real": len(real), "note": SMALL_SET_NOTE}
     kid = {c: {"mean": kid[c]["mean"], "std": kid[c]["std"]} for c in CONDITIONS} | {
         "features": described,
@@ -316,33 +321,39 @@ def evaluation_summary(
         )
     elif len(unseen):
         metrics["unseen_voice"] = _summary(unseen, judged)
-    sets = _set_metrics(scored, "clip", kid_subset_size, seed)
-    metrics["fd_clip"] = sets["fd"]
-    if features == "inception" and scored.inception is not None:
-        inception_sets = _set_metrics(scored, "inception", kid_subset_size, seed)
-        metrics["fid"] = inception_sets["fd"]
-        metrics["kid"] = inception_sets["kid"]
-        metrics["inception_score"] = _inception_scores(scored, seed, inception_splits)
-    else:
-        metrics["kid"] = sets["kid"]  # in the scoring CLIP's space, as fd_clip
-        if features != "inception":
-            reason = (
-                "evaluation.distribution_features is clip: Inception-v3 is not run, "
-                "fd_clip and a CLIP-space KID are reported instead"
-            )
-            for metric in ("fid", "inception_score"):
-                _skip(skipped, metric, reason)
-        # else: the caller put why Inception-v3 could not run under fid / inception_score
+    inception = features == "inception" and scored.inception is not None
     try:
-        metrics["r_precision"], metrics["shuffled_caption"] = _rankings(
-            scored, table, r_precision_repeats, seed
+        sets = _set_metrics(scored, "clip", kid_subset_size, seed)
+        metrics["fd_clip"] = sets["fd"]
+        if inception:
+            inception_sets = _set_metrics(scored, "inception", kid_subset_size, seed)
+            metrics["fid"] = inception_sets["fd"]
+            metrics["kid"] = inception_sets["kid"]
+            metrics["inception_score"] = _inception_scores(scored, seed, inception_splits)
+        else:
+            metrics["kid"] = sets["kid"]  # in the scoring CLIP's space, as fd_clip
+    except ValueError as error:  # too few images for a set distance
+        for metric in ("fd_clip", "kid", *(("fid", "inception_score") if inception else ())):
+            _skip(skipped, metric, str(error))
+    if features != "inception":
+        reason = (
+            "evaluation.distribution_features is clip: Inception-v3 is not run, "
+            "fd_clip and a CLIP-space KID are reported instead"
         )
-        if "unseen_voice" in metrics:
-            metrics["unseen_voice"]["r_precision"], _ = _rankings(
-                scored, unseen, r_precision_repeats, seed
-            )
-    except ValueError as error:  # e.g. every scored caption describes the same image
-        _skip(skipped, "r_precision", str(error))
+        for metric in ("fid", "inception_score"):
+            _skip(skipped, metric, reason)
+    # else, without Inception-v3: the caller put why under fid / inception_score
+    groups = [("r_precision", table, metrics)]
+    if "unseen_voice" in metrics:
+        groups.append(("unseen_voice.r_precision", unseen, metrics["unseen_voice"]))
+    for name, rows, target in groups:
+        try:
+            target["r_precision"], control = _rankings(scored, rows, r_precision_repeats, seed)
+        except ValueError as error:  # e.g. every scored caption describes the same image
+            _skip(skipped, name, str(error))
+            continue
+        if target is metrics:
+            metrics["shuffled_caption"] = control
     metrics["skipped"] = skipped
     return metrics
 

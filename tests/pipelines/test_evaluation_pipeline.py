@@ -220,3 +220,14 @@ def test_the_corpus_fingerprint_follows_the_metadata_content():
     changed = corpus_of("demo", "another caption")
     assert changed["fingerprint"] != a["fingerprint"]
     assert changed["files"]["flickr_audio/wav2capt.txt"] == a["files"]["flickr_audio/wav2capt.txt"]
+
+
+def test_too_few_images_for_a_metric_skip_it_with_the_reason(tmp_path, scoring_clip):
+    generated, utterances, truth = make_set(tmp_path)
+    generated.index = generated.index[generated.index["image_id"] == "img_0"]  # 2 utterances
+    table, metrics = evaluate(scoring_clip, (generated, utterances, truth))
+    assert len(table) == 4 and "clip_score" in metrics
+    assert "fd_clip" not in metrics and "r_precision" not in metrics
+    assert metrics["skipped"]["fd_clip"].startswith("a set distance needs at least 2 images")
+    assert "1 ground-truth images" in metrics["skipped"]["kid"]
+    assert "no mismatching caption" in metrics["skipped"]["r_precision"]

@@ -111,7 +111,9 @@ def score_generated_images(
         metrics["clip_score"],
         metrics["clip_score_ratio_speech_to_text"],
         {k: v for k, v in metrics.get("r_precision", {}).items() if k in ("speech", "text")},
-        {c: round(metrics["fd_clip"][c], 3) for c in ("speech", "text")},
+        {c: round(metrics["fd_clip"][c], 3) for c in ("speech", "text")}
+        if "fd_clip" in metrics
+        else "skipped",
     )
     return scored.table, metrics
 
