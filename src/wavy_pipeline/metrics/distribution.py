@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
+
+# torchmetrics is imported where it is used: importing it costs seconds (it loads every
+# domain), and every `kedro run` imports this module through the pipeline registry.
 
 # torch-fidelity's Inception-v3 outputs: pool features for FID/KID, logits for IS
 INCEPTION_POOL, INCEPTION_LOGITS = "2048", "logits_unbiased"
@@ -62,6 +62,8 @@ def _rows(features: Any) -> torch.Tensor:
 def frechet_distance(real: Any, generated: Any) -> float:
     """Fréchet distance between Gaussians fitted to two sets of feature rows (N, D), (M, D):
     ``|mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))``, by torchmetrics."""
+    from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: PLC0415
+
     real, generated = _rows(real), _rows(generated)
     if real.shape[1] != generated.shape[1]:
         raise ValueError(f"feature sizes differ: {real.shape[1]} and {generated.shape[1]}")
@@ -78,6 +80,8 @@ def kernel_distance(
     """Kernel Inception Distance (squared MMD, cubic polynomial kernel) by torchmetrics:
     mean and std over ``subsets`` random subsets of ``min(subset_size, N, M)`` rows each
     (drawn from a seeded generator; with the whole set as subset, std is 0)."""
+    from torchmetrics.image.kid import KernelInceptionDistance  # noqa: PLC0415
+
     real, generated = _rows(real), _rows(generated)
     size = min(subset_size, len(real), len(generated))
     with warnings.catch_warnings():  # "will save all extracted features": rows, by design
@@ -96,6 +100,8 @@ def kernel_distance(
 def inception_score(logits: Any, *, splits: int = 10, seed: int = 0) -> dict[str, float]:
     """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` from class logits (N, C), mean and
     std over ``splits`` parts of a seeded shuffle, by torchmetrics (std None for one split)."""
+    from torchmetrics.image.inception import InceptionScore  # noqa: PLC0415
+
     rows = _rows(logits)
     splits = min(splits, len(rows))
     with warnings.catch_warnings():  # see kernel_distance; one split has no std
