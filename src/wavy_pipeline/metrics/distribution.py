@@ -136,7 +136,9 @@ def inception_extractor(weights_path: str | None = None) -> torch.nn.Module:
 def inception_rows(
     extractor: torch.nn.Module, images: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pool features (N, 2048) and class logits (N, 1008) of uint8 images (N, 3, H, W); the
-    extractor resizes them to 299 × 299 itself."""
-    pool, logits = extractor(images)
+    """Pool features (N, 2048) and class logits (N, 1008) of uint8 images (N, 3, H, W) in
+    one pass (the extractor resizes them to 299 × 299 itself). ``forward`` of torchmetrics'
+    ``NoTrainInceptionV3`` returns the first feature only; its ``_torch_fidelity_forward``
+    returns every one of ``features_list``, in order."""
+    pool, logits = extractor._torch_fidelity_forward(images)
     return pool.double().cpu().numpy(), logits.double().cpu().numpy()
