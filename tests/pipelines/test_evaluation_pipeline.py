@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image, ImageDraw
 from transformers import CLIPModel, CLIPProcessor
 
@@ -231,3 +232,32 @@ def test_too_few_images_for_a_metric_skip_it_with_the_reason(tmp_path, scoring_c
     assert metrics["skipped"]["fd_clip"].startswith("a set distance needs at least 2 images")
     assert "1 ground-truth images" in metrics["skipped"]["kid"]
     assert "no mismatching caption" in metrics["skipped"]["r_precision"]
+
+
+class ColourInception(torch.nn.Module):
+    """Stands in for torch-fidelity's Inception-v3 (not installable here): the same call
+    (uint8 images in, pool features and logits out), features from the mean colour."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit_weights = torch.nn.Parameter(torch.linspace(-1, 1, 3 * 1008).reshape(3, 1008))
+
+    def _torch_fidelity_forward(self, images: torch.Tensor):
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 299, 299)
+        colour = images.float().mean(dim=(2, 3)) / 255
+        return colour.repeat(1, 683)[:, :2048], colour @ self.logit_weights
+
+
+def test_inception_features_give_fid_kid_and_inception_score(tmp_path, scoring_clip, monkeypatch):
+    monkeypatch.setattr(
+        "wavy_pipeline.pipelines.evaluation.nodes.inception_extractor",
+        lambda weights: ColourInception(),
+    )
+    params = PARAMS | {"distribution_features": "inception"}
+    _, metrics = evaluate(scoring_clip, make_set(tmp_path), params=params)
+    assert "fid" not in metrics["skipped"] and "inception_score" not in metrics["skipped"]
+    assert metrics["fid"]["features"].startswith("Inception-v3 pool features")
+    assert metrics["kid"]["features"] == metrics["fid"]["features"]
+    assert metrics["fid"]["speech"] >= 0 and metrics["fd_clip"]["speech"] >= 0
+    assert set(metrics["inception_score"]) == {"speech", "text", "ground_truth"}
+    assert metrics["inception_score"]["text"]["mean"] >= 1.0
