@@ -339,8 +339,52 @@ def worker_speak(requests: str, clients: str, per_client: str) -> dict:
     }
 
 
+def worker_scoring(batch_size: str, device: str) -> dict:
+    """The evaluation's scoring pass on the latest generated images (CLIP embeddings of the
+    generated and ground-truth images and the captions, the attribute judge), then the
+    summary with the set-level and ranking metrics (FD, KID, R-precision, the shuffled-
+    caption control) and without them (the figures evaluation reported before)."""
+    from kedro.framework.session import KedroSession  # noqa: PLC0415
+    from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
+
+    from wavy_pipeline import evaluate  # noqa: PLC0415
+    from wavy_pipeline.pipelines.evaluation.nodes import _judge  # noqa: PLC0415
+
+    bootstrap_project(ROOT)
+    with KedroSession.create(project_path=ROOT) as session:
+        context = session.load_context()
+        catalog, params = context.catalog, context.params["evaluation"]
+        generated = catalog.load("generated_images")
+        utterances = catalog.load("utterances")
+        truth = catalog.load("raw_image_files")
+        model = catalog.load("scoring_clip_model")
+        processor = catalog.load("scoring_clip_processor")
+    attributes = [c for c in utterances.columns if c.startswith("attr_")]
+    index = generated.index.merge(utterances[["utterance_id", *attributes]], on="utterance_id")
+    judge = _judge(utterances, params, {})
+    start = time.perf_counter()
+    scored = evaluate.score_images(
+        index, generated, truth, model, processor, judge, batch_size=int(batch_size), device=device
+    )
+    scoring = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate.evaluation_summary(scored, "bench", None, r_precision_repeats=10)
+    summary = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate._summary(scored.table, judged=False)
+    before = time.perf_counter() - start
+    return {
+        "images": len(index),
+        "images_per_s": len(index) / scoring,
+        "scoring_s": scoring,
+        "summary_s": summary,
+        "summary_before_s": before,
+    }
+
+
 WORKERS = {
     "audio": worker_audio,
+    "scoring": worker_scoring,
     "speechclip_epoch": worker_speechclip_epoch,
     "generation": worker_generation,
     "adapter": worker_adapter,
@@ -456,6 +500,34 @@ def bench_generation(repeats: int, limit: int = 32) -> None:
     print(f"\nbatched / one at a time: **{ratio:.2f}×**")
 
 
+def bench_scoring(repeats: int) -> None:
+    import torch  # noqa: PLC0415
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print("\n## Scoring throughput (evaluation's pass over the latest generated images)")
+    print(
+        f"median of {repeats} runs, interleaved, each in a fresh process; images/s of the "
+        "scoring pass (CLIP embeddings of generated + ground-truth images and captions, the "
+        "judge), then the summary's seconds with and without the new metrics\n"
+    )
+    print(
+        "| device | batch | images | images/s | summary with FD/KID/R-precision (s) | without (s) |"
+    )
+    print("|---|---|---|---|---|---|")
+    cases = [(device, size) for device in devices for size in ("64", "1")]
+    runs: dict[tuple[str, str], list[dict]] = {case: [] for case in cases}
+    for _ in range(repeats):
+        for device, size in cases:
+            runs[(device, size)].append(run_worker("scoring", size, device))
+    for device, size in cases:
+        m = median_of(runs[(device, size)])
+        print(
+            f"| {device} | {size} | {m['images']:.0f} | {m['images_per_s']:.1f} "
+            f"| {m['summary_s']:.2f} | {m['summary_before_s']:.3f} |"
+        )
+    bench_pipelines(repeats, ("evaluation",))
+
+
 # the mapper variants compared for the demo's default (README "Speech adapter")
 ADAPTER_VARIANTS = (
     (
@@ -567,6 +639,7 @@ SECTIONS = {
     "speechclip": bench_speechclip,
     "pipelines": bench_pipelines,
     "generation": bench_generation,
+    "scoring": bench_scoring,
     "default": bench_default,
     "adapter": bench_adapter,
     "foundation": bench_foundation,
@@ -578,6 +651,7 @@ DEFAULT_SECTIONS = (
     "speechclip",
     "pipelines",
     "generation",
+    "scoring",
     "adapter",
     "speak",
     "default",

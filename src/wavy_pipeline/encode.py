@@ -19,15 +19,8 @@ import torch
 from wavy_pipeline.datasets.arrays import ArrayStream
 from wavy_pipeline.datasets.hubert_inputs import HubertInputs
 from wavy_pipeline.distributed import map_batches
-from wavy_pipeline.models.device import resolve_device, resolve_dtype
+from wavy_pipeline.models.device import prepare_model
 from wavy_pipeline.models.speech_features import hubert_layer_features
-
-
-def _prepare(model: torch.nn.Module, device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    target = resolve_device(device)
-    precision = resolve_dtype(dtype, target)
-    model.to(target, dtype=precision).eval().requires_grad_(False)
-    return target, precision
 
 
 def speech_feature_stream(
@@ -44,7 +37,7 @@ def speech_feature_stream(
 
     Utterances are batched by length (less padding); the store's keys follow that order.
     """
-    target, precision = _prepare(encoder, device, dtype)
+    target, precision = prepare_model(encoder, device, dtype)
     order = inputs.index.sort_values("length", kind="stable")["utterance_id"].tolist()
     layers = encoder.config.num_hidden_layers + 1
     dim = encoder.config.hidden_size
@@ -78,7 +71,7 @@ def image_embedding_stream(
     dtype: str = "auto",
 ) -> ArrayStream:
     """CLIP image embeddings (projected, not normalised) of every image, keyed by id."""
-    target, precision = _prepare(clip_model, device, dtype)
+    target, precision = prepare_model(clip_model, device, dtype)
     dim = clip_model.config.projection_dim
 
     @torch.inference_mode()
@@ -106,7 +99,7 @@ def text_embedding_stream(
     dtype: str = "auto",
 ) -> ArrayStream:
     """CLIP text embeddings (projected, not normalised) of every caption, keyed."""
-    target, precision = _prepare(clip_model, device, dtype)
+    target, precision = prepare_model(clip_model, device, dtype)
     dim = clip_model.config.projection_dim
 
     @torch.inference_mode()
@@ -138,7 +131,7 @@ def prompt_embedding_stream(
     """The diffusion model's conditioning for each caption: the text encoder's last hidden
     state over the prompt padded to ``tokenizer.model_max_length`` (77), exactly what
     ``StableDiffusionPipeline.encode_prompt`` computes. The speech adapter learns it."""
-    target, precision = _prepare(text_encoder, device, dtype)
+    target, precision = prepare_model(text_encoder, device, dtype)
     length, dim = tokenizer.model_max_length, text_encoder.config.hidden_size
 
     @torch.inference_mode()

@@ -121,6 +121,102 @@ def _score_rows(metrics: Mapping[str, Any], judge: Mapping[str, Any] | None) -> 
     return rows
 
 
+SKIPPED_LABELS = {
+    "attribute_accuracy": "attribute judge",
+    "unseen_voice": "unseen-voice table",
+    "fid": "FID",
+    "inception_score": "Inception Score",
+    "r_precision": "R-precision",
+}
+
+
+def _mean_std(value: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not value:
+        return ""
+    std = value.get("std")
+    shown = std is not None and abs(std) >= 10**-digits
+    return f"{value['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if shown else "")
+
+
+def comparable_rows(metrics: Mapping[str, Any]) -> list[str]:
+    """The figures the literature reports (R-precision, FD, KID, IS), with the shuffled-
+    caption control beside them."""
+    lines = [
+        "| | speech-made | text-made | ground truth | shuffled caption (control) |",
+        "|---|---|---|---|---|",
+    ]
+    rank, control = metrics.get("r_precision"), metrics.get("shuffled_caption", {})
+    if rank:
+        lines.append(
+            f"| R-precision (1 of {rank['n_candidates']} captions, {rank['repeats']} draws; "
+            f"chance {rank['chance']:.3f}) | {_mean_std(rank['speech'])} "
+            f"| {_mean_std(rank['text'])} | {_mean_std(rank['ground_truth'])} "
+            f"| {_mean_std(control.get('r_precision'))} |"
+        )
+    if control:
+        scores = metrics["clip_score"]
+        lines.append(
+            f"| CLIP score | {scores['speech']:.2f} | {scores['text']:.2f} "
+            f"| {scores['ground_truth']:.2f} | {control['clip_score']:.2f} |"
+        )
+    for key, label in (("fid", "FID"), ("fd_clip", "FD in CLIP space (fd_clip)")):
+        if key in metrics:
+            fd = metrics[key]
+            lines.append(
+                f"| {label}, vs ground truth ({fd['n_generated']} made, {fd['n_real']} real) "
+                f"| {fd['speech']:.3f} | {fd['text']:.3f} | 0 | = text-made (sets, not pairs) |"
+            )
+    if "kid" in metrics:
+        kid = metrics["kid"]
+        lines.append(
+            f"| KID ({kid['features'].split(' (')[0]}; subsets of {kid['subset_size']}) "
+            f"| {_mean_std(kid['speech'], 4)} | {_mean_std(kid['text'], 4)} | | |"
+        )
+    if "inception_score" in metrics:
+        score = metrics["inception_score"]
+        lines.append(
+            f"| Inception Score | {_mean_std(score['speech'], 2)} | {_mean_std(score['text'], 2)} "
+            f"| {_mean_std(score['ground_truth'], 2)} | |"
+        )
+    note = next((metrics[k]["note"] for k in ("fid", "fd_clip") if k in metrics), None)
+    if note:
+        lines += [
+            "",
+            f"{note} The shuffled-caption control pairs each text-made image with "
+            "another image's caption: pairwise scores fall to it, set distances cannot "
+            "see it.",
+        ]
+    return lines
+
+
+def skipped_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """One line per metric that was not computed, with why."""
+    return [
+        f"- {SKIPPED_LABELS.get(metric, metric)} skipped: {reason}"
+        for metric, reason in (metrics.get("skipped") or {}).items()
+    ]
+
+
+def provenance_lines(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> list[str]:
+    """Corpus, run and dataset versions of the evaluation and of the retrieval figures."""
+    lines: list[str] = []
+    for title, document in (("evaluation", metrics), ("retrieval", retrieval)):
+        provenance = document.get("provenance")
+        if not provenance:
+            lines.append(f"- {title}: no provenance recorded")
+            continue
+        corpus, run = provenance.get("corpus", {}), provenance.get("run", {})
+        versions = ", ".join(
+            f"`{name}` {version}" for name, version in provenance.get("datasets", {}).items()
+        )
+        lines.append(
+            f"- {title}: corpus `{corpus.get('root')}` (fingerprint `{corpus.get('fingerprint')}`), "
+            f"run `{run.get('session_id')}` (env {run.get('env')}, commit "
+            f"{run.get('git_commit') or 'unknown'}); from {versions}"
+        )
+    return lines
+
+
 def markdown(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> str:
     """The report's text: headline figures (all test utterances, then the voice never heard
     in training), then both metrics files verbatim."""
@@ -144,6 +240,11 @@ def markdown(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> str:
             *header,
             *_score_rows(unseen, judge),
         ]
+    lines += ["", "## Figures comparable with the literature", "", *comparable_rows(metrics)]
+    skipped = skipped_lines(metrics)
+    if skipped:
+        lines += ["", "## Not computed", "", *skipped]
+    lines += ["", "## Provenance", "", *provenance_lines(metrics, retrieval)]
     lines += [
         "",
         "![examples](grid.png)",

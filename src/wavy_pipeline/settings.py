@@ -32,3 +32,9 @@ HOOKS = (*HOOKS, TrackingHooks())
 CONFIG_LOADER_ARGS["custom_resolvers"] = {"oc.env": oc.env}
 CONFIG_LOADER_ARGS["merge_strategy"] = {"mlflow": "soft"}
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",) if int(os.environ.get("RANK", "0")) else ()
+
+# Provenance: `run_provenance` (the run, every dataset's version) for the nodes that write
+# metrics (wavy_pipeline/provenance.py).
+from wavy_pipeline.provenance_hooks import ProvenanceHooks  # noqa: E402
+
+HOOKS = (*HOOKS, ProvenanceHooks())

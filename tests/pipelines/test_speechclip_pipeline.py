@@ -89,6 +89,8 @@ def test_speechclip_pipeline_learns_and_reports(tmp_path):
             "params:seed": MemoryDataset(0),
             "params:speechclip": MemoryDataset(params),
             "speechclip_model": MemoryDataset(copy_mode="assign"),
+            "corpus_fingerprint": MemoryDataset({"root": "synthetic", "fingerprint": "f00d"}),
+            "run_provenance": MemoryDataset({"run": {"session_id": "s"}, "datasets": {}}),
         }
     )
     pipeline = speechclip.create_pipeline().only_nodes("train_speechclip", "evaluate_retrieval")
@@ -107,5 +109,7 @@ def test_speechclip_pipeline_learns_and_reports(tmp_path):
     assert metrics["speech_to_image"]["R@1"] >= 0.6
     assert metrics["text_to_image_attribute_R@1"] == 1.0
     assert metrics["unseen_voice"]["n_queries"]["speech_to_image"] == 5
+    assert metrics["provenance"]["corpus"] == {"root": "synthetic", "fingerprint": "f00d"}
+    assert metrics["provenance"]["run"] == {"session_id": "s"}
     history = catalog.load("speechclip_history")
     assert history["loss"].iloc[-5:].mean() < history["loss"].iloc[:5].mean()

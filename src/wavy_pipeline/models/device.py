@@ -53,3 +53,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be auto, fp32, fp16 or bf16, got {name!r}")
     return DTYPES[name]
+
+
+def prepare_model(
+    model: torch.nn.Module, device: str = "auto", dtype: str = "auto"
+) -> tuple[torch.device, torch.dtype]:
+    """Put a frozen model where this policy says, for inference: on the resolved device,
+    in the resolved dtype, in eval mode, without gradients. Every stage that runs a frozen
+    model (features, generation's text side, evaluation's scoring CLIP) goes through here."""
+    target = resolve_device(device)
+    precision = resolve_dtype(dtype, target)
+    model.to(target, dtype=precision).eval().requires_grad_(False)
+    return target, precision

@@ -1,4 +1,4 @@
-"""``evaluation``: CLIP score (speech vs text vs ground truth), attributes, report."""
+"""``evaluation``: CLIP score, R-precision, FD/KID(/IS), attributes, provenance, report."""
 
 from wavy_pipeline.pipelines.evaluation.pipeline import create_pipeline
 

@@ -11,14 +11,47 @@ import pandas as pd
 from wavy_pipeline.datasets.images import ImageCollection
 from wavy_pipeline.evaluate import evaluation_summary, judge_accuracy, score_images
 from wavy_pipeline.metrics.attribute_judge import AttributeJudge
+from wavy_pipeline.metrics.distribution import inception_extractor
+from wavy_pipeline.provenance import check_compatible, record
 from wavy_pipeline.report import image_grid, markdown, pick_examples, score_charts
 
 logger = logging.getLogger(__name__)
 
+# the datasets an evaluation is computed from, named in its provenance
+SOURCES = (
+    "generated_images",
+    "utterances",
+    "retrieval_metrics",
+    "scoring_clip_model",
+    "speech_adapter",
+    "speechclip_model",
+    "diffusion@pipeline",
+)
 
-def _judge(params: dict[str, Any]) -> AttributeJudge | None:
+
+def _judge(utterances: pd.DataFrame, params: dict[str, Any], skipped: dict[str, str]):
+    if not any(c.startswith("attr_") for c in utterances.columns):
+        skipped["attribute_accuracy"] = "no attributes.csv in the corpus"
+        return None
     palette = params.get("palette")
-    return AttributeJudge(palette={k: tuple(v) for k, v in palette.items()}) if palette else None
+    if not palette:
+        skipped["attribute_accuracy"] = "evaluation.palette is not set"
+        return None
+    return AttributeJudge(palette={k: tuple(v) for k, v in palette.items()})
+
+
+def _inception(params: dict[str, Any], skipped: dict[str, str]):
+    if params.get("distribution_features", "clip") != "inception":
+        return None
+    try:
+        return inception_extractor(params.get("inception_weights"))
+    except (ModuleNotFoundError, OSError, RuntimeError) as error:
+        reason = (
+            f"Inception-v3 could not be loaded ({error}); install the `fid` extra "
+            '(pip install -e ".[fid]") and its weights, see README "Reproduce the paper"'
+        )
+        skipped["fid"] = skipped["inception_score"] = reason
+        return None
 
 
 def score_generated_images(
@@ -27,27 +60,62 @@ def score_generated_images(
     image_files: Mapping[str, Callable],
     clip_model: Any,
     clip_processor: Any,
+    corpus: dict[str, Any],
+    retrieval: dict[str, Any],
+    run_provenance: dict[str, Any],
+    seed: int,
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-image scores, and the summary written to ``evaluation_metrics.json``."""
+    """Per-image scores, and the summary written to ``evaluation_metrics.json``; refuses
+    (saying what to run) outputs of another corpus or model."""
+    check_compatible(corpus, retrieval, generated.index, utterances, run_provenance)
+    skipped: dict[str, str] = {}
     attributes = [c for c in utterances.columns if c.startswith("attr_")]
-    columns = ["utterance_id", *attributes]
-    index = generated.index.merge(utterances[columns], on="utterance_id", how="left")
-    judge = _judge(params) if attributes else None
-    table = score_images(index, generated, image_files, clip_model, clip_processor, judge)
+    index = generated.index.merge(
+        utterances[["utterance_id", *attributes]], on="utterance_id", how="left"
+    )
+    judge = _judge(utterances, params, skipped)
+    scored = score_images(
+        index,
+        generated,
+        image_files,
+        clip_model,
+        clip_processor,
+        judge,
+        batch_size=params["batch_size"],
+        device=params["device"],
+        dtype=params["dtype"],
+        inception=_inception(params, skipped),
+    )
     judge_on_corpus = None
     if judge is not None:
         images = utterances.drop_duplicates("image_id")
         judge_on_corpus = judge_accuracy(judge, image_files, images)
         if min(judge_on_corpus["color"], judge_on_corpus["shape"]) < params["min_judge_accuracy"]:
             logger.warning("The attribute judge is unreliable on this corpus: %s", judge_on_corpus)
-    metrics = evaluation_summary(table, params["clip_model_name"], judge_on_corpus)
+    for metric, reason in skipped.items():
+        logger.warning("%s skipped: %s", metric, reason)
+    metrics = evaluation_summary(
+        scored,
+        params["clip_model_name"],
+        judge_on_corpus,
+        features=params.get("distribution_features", "clip"),
+        seed=seed,
+        r_precision_repeats=params["r_precision_repeats"],
+        kid_subset_size=params["kid_subset_size"],
+        skipped=skipped,
+    )
+    metrics["provenance"] = record(corpus, run_provenance, SOURCES)
     logger.info(
-        "CLIP score %s (speech/text %.3f)",
+        "CLIP score %s (speech/text %.3f); R-precision %s; fd_clip %s",
         metrics["clip_score"],
         metrics["clip_score_ratio_speech_to_text"],
+        {k: v for k, v in metrics.get("r_precision", {}).items() if k in ("speech", "text")},
+        {c: round(metrics["fd_clip"][c], 3) for c in ("speech", "text")}
+        if "fd_clip" in metrics
+        else "skipped",
     )
-    return table, metrics
+    return scored.table, metrics
 
 
 def build_report(

@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from wavy_pipeline.pipelines.ingestion.nodes import check_ingestion, ingest_corpus
+from wavy_pipeline.provenance import METADATA, fingerprint_corpus
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -34,6 +35,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["ingested_utterances", "ingestion_quarantine", "params:ingestion"],
                 outputs="utterances",
                 name="check_ingestion",
+                tags=["ingestion", "data"],
+            ),
+            # provenance: which corpus every later figure was measured on
+            Node(
+                func=fingerprint_corpus,
+                inputs=["params:corpus_root", *METADATA],
+                outputs="corpus_fingerprint",
+                name="fingerprint_corpus",
                 tags=["ingestion", "data"],
             ),
         ]

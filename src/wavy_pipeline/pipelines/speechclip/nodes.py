@@ -26,6 +26,7 @@ from wavy_pipeline.models.adapter import (
 from wavy_pipeline.models.plots import plot_training_history
 from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig, speechclip_loss
 from wavy_pipeline.models.train import TrainConfig, fit, refuse_nonfinite
+from wavy_pipeline.provenance import record
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,12 @@ def evaluate_retrieval(
     image_embeddings: ArrayStore,
     text_embeddings: ArrayStore,
     utterances: pd.DataFrame,
+    corpus: dict[str, Any],
+    run_provenance: dict[str, Any],
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Retrieval on the test split, and separately on voices never heard in training."""
+    """Retrieval on the test split, and separately on voices never heard in training, with
+    the corpus, dataset versions and run they were measured on (``provenance``)."""
     test = split(utterances, "test", speech_features.keys)
     vocabulary = params.get("attribute_vocabulary")
     stores = (speech_features, image_embeddings, text_embeddings)
@@ -102,6 +106,17 @@ def evaluate_retrieval(
         metrics["chance"]["speech_to_image"],
         metrics.get("speech_to_image_attribute_R@1"),
         metrics.get("text_to_image_attribute_R@1"),
+    )
+    metrics["provenance"] = record(
+        corpus,
+        run_provenance,
+        [
+            "speechclip_model",
+            "speech_features",
+            "image_embeddings",
+            "text_embeddings",
+            "utterances",
+        ],
     )
     return metrics
 

@@ -33,6 +33,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "image_embeddings",
                     "text_embeddings",
                     "utterances",
+                    "corpus_fingerprint",
+                    "run_provenance",
                     "params:speechclip",
                 ],
                 outputs="retrieval_metrics",

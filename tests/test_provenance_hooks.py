@@ -1,0 +1,40 @@
+"""ProvenanceHooks: the run and the version every versioned dataset resolves to."""
+
+from __future__ import annotations
+
+from kedro.io import DataCatalog, MemoryDataset, Version
+from kedro.pipeline import Node, Pipeline
+
+from wavy_pipeline.datasets import JSONDataset
+from wavy_pipeline.provenance_hooks import ProvenanceHooks
+
+
+def test_run_provenance_names_the_run_and_each_datasets_version(tmp_path):
+    old = "2026-01-01T00.00.00.000Z"
+    JSONDataset(filepath=str(tmp_path / "a.json"), version=Version(None, old)).save({"x": 1})
+    JSONDataset(
+        filepath=str(tmp_path / "a.json"), version=Version(None, "2025-01-01T00.00.00.000Z")
+    ).save({})
+    catalog = DataCatalog(
+        {
+            "a": JSONDataset(filepath=str(tmp_path / "a.json"), version=Version(None, None)),
+            "b": JSONDataset(filepath=str(tmp_path / "b.json"), version=Version(None, None)),
+            "never_saved": JSONDataset(
+                filepath=str(tmp_path / "c.json"), version=Version(None, None)
+            ),
+            "plain": MemoryDataset(1),
+            "run_provenance": MemoryDataset(copy_mode="assign"),
+        }
+    )
+    pipeline = Pipeline([Node(lambda a: a, "a", "b", name="copy")])
+    run_params = {"run_id": "2026-12-01T10.00.00.000Z", "env": "base", "pipeline_names": ["x"]}
+    ProvenanceHooks().before_pipeline_run(run_params, pipeline, catalog)
+    document = catalog.load("run_provenance")
+    assert document["datasets"] == {
+        "a": old,  # the latest saved version, which the run loads
+        "b": "2026-12-01T10.00.00.000Z",  # written by this run: its own version
+        "never_saved": None,
+    }
+    assert document["run"]["session_id"] == "2026-12-01T10.00.00.000Z"
+    assert document["run"]["env"] == "base" and document["run"]["pipelines"] == ["x"]
+    assert document["run"]["kedro"]
