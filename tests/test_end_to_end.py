@@ -133,9 +133,11 @@ def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
         copy_function=_link_or_copy,
     )
     monkeypatch.chdir(project)
-    run(project, {"corpus_root": str(corpus)}, pipeline_names=["ingestion"])
+    # the tiny corpus has fewer train utterances than one SpeechCLIP batch
+    other = {"corpus_root": str(corpus), "ingestion": {"min_split_utterances": {"train": 1}}}
+    run(project, other, pipeline_names=["ingestion"])
     with pytest.raises(Exception, match=r"measured on corpus data/01_raw/spoken_shapes") as error:
-        run(project, {"corpus_root": str(corpus)}, pipeline_names=["evaluation"])
+        run(project, other, pipeline_names=["evaluation"])
     assert f"kedro run --params corpus_root={corpus} --pipelines speechclip" in str(error.value)
     reports = project / "data" / "08_reporting" / "evaluation_metrics.json"
     assert len(list(reports.iterdir())) == len(
