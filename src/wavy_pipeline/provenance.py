@@ -32,6 +32,7 @@ METADATA = {
     "raw_dev_images": "Flickr8k_text/Flickr_8k.devImages.txt",
     "raw_test_images": "Flickr8k_text/Flickr_8k.testImages.txt",
     "raw_attributes": "attributes.csv",
+    "raw_utterance_meta": "utterances.csv",
 }
 
 
@@ -87,6 +88,34 @@ def run_record(
         },
         "datasets": dict(versions),
     }
+
+
+def namespace_view(run_provenance: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """``run_provenance`` as the nodes of a Kedro namespace see it: each dataset name
+    resolves to the namespace's own dataset (``heldout.utterances`` for ``utterances``)
+    where one exists, else to the shared one (the models); the run records the namespace.
+    So :func:`record` and :func:`check_compatible` work unchanged inside the namespace."""
+    versions = dict(run_provenance.get("datasets", {}))
+    prefix = f"{namespace}."
+    local = {k.removeprefix(prefix): v for k, v in versions.items() if k.startswith(prefix)}
+    shared = {k: v for k, v in versions.items() if not k.startswith(prefix)}
+    return {
+        "run": dict(run_provenance.get("run", {})) | {"namespace": namespace},
+        "datasets": shared | local,
+    }
+
+
+def models_differ(
+    ours: Mapping[str, Any], theirs: Mapping[str, Any], models: Sequence[str]
+) -> str | None:
+    """Why two ``provenance`` blocks (of :func:`record`) were not measured with the same
+    models (the first of ``models`` whose versions are both known and differ), or None."""
+    for name in models:
+        a = ours.get("datasets", {}).get(name)
+        b = theirs.get("datasets", {}).get(name)
+        if a and b and a != b:
+            return f"{name} version {b} there, {a} here"
+    return None
 
 
 def record(
