@@ -284,10 +284,11 @@ def _summary(table: pd.DataFrame, judged: bool) -> dict[str, Any]:
 
 def _stated(rows: pd.DataFrame, attribute: str) -> pd.Series:
     """Rows whose caption states ``attribute`` (``stated_<attribute>``; without that column:
-    every row) and whose image's true value and judged value are both known."""
+    every row) and whose image's true value is known, when the judge reads it at all (an
+    image it cannot read, None, counts as wrong)."""
     mask = rows[f"stated_{attribute}"] if f"stated_{attribute}" in rows else True
-    for column in (f"attr_{attribute}", f"judged_{attribute}"):
-        mask = mask & (rows[column].notna() if column in rows else False)
+    known = f"attr_{attribute}" in rows and f"judged_{attribute}" in rows
+    mask = mask & (rows[f"attr_{attribute}"].notna() if known else False)
     return pd.Series(mask, index=rows.index, dtype=bool)
 
 

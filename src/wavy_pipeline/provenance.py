@@ -147,12 +147,18 @@ def check_compatible(
     older than the adapter's may be the same weights, as a resumed training saves them.)"""
     versions = (run_provenance or {}).get("datasets", {})
     root = corpus.get("root")
-    rerun = f"kedro run --params corpus_root={root}"
+    namespace = (run_provenance or {}).get("run", {}).get("namespace")
+
+    def rerun(pipeline: str) -> str:  # inside a namespace (heldout), its own pipeline
+        if namespace:
+            return f"kedro run --params {namespace}_corpus_root={root} --pipelines {namespace}"
+        return f"kedro run --params corpus_root={root} --pipelines {pipeline}"
+
     theirs = retrieval.get("provenance")
     if not theirs:
         raise ProvenanceError(
             f"retrieval_metrics (version {versions.get('retrieval_metrics')}) records no "
-            f"corpus (it predates provenance records): run `{rerun} --pipelines speechclip`"
+            f"corpus (it predates provenance records): run `{rerun('speechclip')}`"
         )
     other = theirs.get("corpus", {})
     if other.get("fingerprint") != corpus.get("fingerprint"):
@@ -160,14 +166,14 @@ def check_compatible(
             f"retrieval_metrics (version {versions.get('retrieval_metrics')}) was measured on "
             f"corpus {other.get('root')} (fingerprint {other.get('fingerprint')}), but this "
             f"run's corpus is {root} (fingerprint {corpus.get('fingerprint')}): run "
-            f"`{rerun} --pipelines speechclip` first, or pick a matching version with "
+            f"`{rerun('speechclip')}` first, or pick a matching version with "
             "--load-versions"
         )
     used, now = theirs.get("datasets", {}).get("speechclip_model"), versions.get("speechclip_model")
     if used and now and used != now:
         raise ProvenanceError(
             f"retrieval_metrics was computed with speechclip_model {used}, but the model in "
-            f"use is version {now}: run `{rerun} --pipelines speechclip`, or "
+            f"use is version {now}: run `{rerun('speechclip')}`, or "
             f"--load-versions speechclip_model:{used}"
         )
     captions = utterances.set_index("utterance_id")["caption"]
@@ -180,5 +186,5 @@ def check_compatible(
             f"generated_images (version {versions.get('generated_images')}) were made from "
             f"another corpus: {int((~same).sum())} of their {len(made)} utterances are not in "
             f"this corpus's utterance table with the same caption (e.g. {example!r}): run "
-            f"`{rerun} --pipelines generation` first"
+            f"`{rerun('generation')}` first"
         )
