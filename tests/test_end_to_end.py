@@ -175,13 +175,8 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-@pytest.mark.slow
-def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
-    demo_outputs, corpus, tmp_path, monkeypatch
-):
-    """The issue's newcomer: after a demo run, ingestion on another corpus, then evaluation;
-    the latest retrieval metrics are the demo's, so evaluation refuses and says what to run."""
-    project = tmp_path / "project"
+def _copy_outputs(demo_outputs: Path, project: Path, monkeypatch) -> Path:
+    """A copy of the demo project after its default run, as the working directory."""
     shutil.copytree(
         demo_outputs,
         project,
@@ -189,9 +184,21 @@ def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
         copy_function=_link_or_copy,
     )
     monkeypatch.chdir(project)
-    run(project, {"corpus_root": str(corpus)}, pipeline_names=["ingestion"])
+    return project
+
+
+@pytest.mark.slow
+def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
+    demo_outputs, corpus, tmp_path, monkeypatch
+):
+    """The issue's newcomer: after a demo run, ingestion on another corpus, then evaluation;
+    the latest retrieval metrics are the demo's, so evaluation refuses and says what to run."""
+    project = _copy_outputs(demo_outputs, tmp_path / "project", monkeypatch)
+    # the tiny corpus has 8 train utterances: below one SpeechCLIP batch, as conftest's runs
+    other = {"corpus_root": str(corpus), "ingestion": {"min_split_utterances": {"train": 1}}}
+    run(project, other, pipeline_names=["ingestion"])
     with pytest.raises(Exception, match=r"measured on corpus data/01_raw/spoken_shapes") as error:
-        run(project, {"corpus_root": str(corpus)}, pipeline_names=["evaluation"])
+        run(project, other, pipeline_names=["evaluation"])
     assert f"kedro run --params corpus_root={corpus} --pipelines speechclip" in str(error.value)
     reports = project / "data" / "08_reporting" / "evaluation_metrics.json"
     assert len(list(reports.iterdir())) == len(
@@ -206,14 +213,7 @@ def test_heldout_runs_alone_on_the_persisted_models_and_on_another_corpus(
     """`--pipelines heldout` after a default run: the persisted models, the held-out corpus
     (or any other, `--params heldout_corpus_root=DIR`), and the test split's next
     evaluation picks the new figures up; the refusal checks hold inside the namespace."""
-    project = tmp_path / "project"
-    shutil.copytree(
-        demo_outputs,
-        project,
-        ignore=shutil.ignore_patterns("mlruns", "mlflow.db", ".viz"),
-        copy_function=_link_or_copy,
-    )
-    monkeypatch.chdir(project)
+    project = _copy_outputs(demo_outputs, tmp_path / "project", monkeypatch)
     reporting = project / "data" / "08_reporting"
     before = json.loads(latest(reporting / "evaluation_metrics.json").read_text())
     run(project, {"heldout_corpus_root": str(corpus)}, pipeline_names=["heldout"])

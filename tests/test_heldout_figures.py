@@ -12,6 +12,7 @@ from wavy_pipeline.evaluate import group_summaries, stated_accuracy, stated_coun
 from wavy_pipeline.generate import first_utterances
 from wavy_pipeline.pipelines.evaluation.nodes import heldout_block
 from wavy_pipeline.provenance import models_differ, namespace_view
+from wavy_pipeline.report import group_rows
 
 
 def _rows() -> pd.DataFrame:
@@ -170,3 +171,15 @@ def test_heldout_blocks_join_only_figures_of_the_same_models():
     assert (
         models_differ(ours, {"datasets": {"speechclip_model": None}}, ["speechclip_model"]) is None
     )
+
+
+def test_the_report_shows_each_voice_with_its_synthesiser_and_retrieval():
+    voices = group_summaries(_rows(), "speaker", True, ["synthesiser"])
+    retrieval = {"fest-ked": {"n": 9, "speech_to_image_R@1": 0.25}}
+    rows = group_rows(voices, retrieval, "voice")
+    assert rows[0].startswith("| voice | n | CLIP speech / text | colour speech / text |")
+    assert rows[2] == (
+        "| fest-ked (festival) | 2 | 15.00 / 27.00 | 0.500 / 1.000 | 0.500 / 1.000 "
+        "| 0.000 / 1.000 | 1.000 / 0.000 | 9 | 0.250 | – |"
+    )
+    assert rows[3].startswith("| flite-kal (flite) | 2 |") and "| – / – |" in rows[3]

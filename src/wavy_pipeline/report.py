@@ -125,8 +125,8 @@ def group_rows(
     retrieval = retrieval or {}
     head = [label, "n", "CLIP speech / text"]
     head += [f"{ATTRIBUTE_LABELS[a]} speech / text" for a in attributes]
-    if retrieval:
-        head += ["speech→image R@1", "attribute R@1"]
+    if retrieval:  # retrieval ranks every utterance, images may be made for fewer
+        head += ["retrieval n", "speech→image R@1", "attribute R@1"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in groups.items():
         shown = name + (f" ({entry['synthesiser']})" if entry.get("synthesiser") else "")
@@ -140,6 +140,7 @@ def group_rows(
         if retrieval:
             found = retrieval.get(name, {})
             cells += [
+                str(found.get("n", "–")),
                 _figure(found.get("speech_to_image_R@1")),
                 _figure(found.get("speech_to_image_attribute_R@1")),
             ]
@@ -153,9 +154,11 @@ def heldout_lines(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> l
     judge = metrics.get("attribute_accuracy", {}).get("judge_on_corpus_images")
     header = ["| | speech-made | text-made | ground truth |", "|---|---|---|---|"]
     corpus = metrics.get("provenance", {}).get("corpus", {})
+    queries = retrieval.get("n_queries", {}).get("speech_to_image", "–")
     lines = [
-        f"{metrics['n_utterances']} utterances of corpus `{corpus.get('root')}` "
-        f"(fingerprint {corpus.get('fingerprint')}); speech→image R@1 "
+        f"Corpus `{corpus.get('root')}` (fingerprint {corpus.get('fingerprint')}): images "
+        f"made and scored for {metrics['n_utterances']} utterances; retrieval on "
+        f"{queries}, speech→image R@1 "
         f"{_figure(retrieval.get('speech_to_image', {}).get('R@1'))} (chance "
         f"{_figure(retrieval.get('chance', {}).get('speech_to_image', {}).get('R@1'))}), "
         f"attribute R@1 {_figure(retrieval.get('speech_to_image_attribute_R@1'))}.",
