@@ -602,7 +602,8 @@ def bench_default(repeats: int) -> None:
     print("| pipeline | wall (s) | peak RSS (MB) |")
     print("|---|---|---|")
     total = 0.0
-    for name in ("ingestion", "audio", "features", "speechclip", "generation", "evaluation"):
+    stages = ("ingestion", "audio", "features", "speechclip", "generation", "evaluation", "heldout")
+    for name in stages:
         row = kedro_run("--pipelines", name)
         total += row["wall_s"]
         print(f"| {name} | {row['wall_s']:.0f} | {row['peak_rss_mb']:.0f} |")

@@ -93,6 +93,62 @@ def test_default_run_goes_from_speech_to_images_and_a_report(demo_project):
     assert "shuffled caption (control)" in text and provenance["corpus"]["fingerprint"] in text
     images = latest(demo_project / "data" / "07_model_output" / "generated_images")
     assert len(list((images / "images").iterdir())) == 2 * 90  # speech + text per test utterance
+    _check_heldout(evaluation, retrieval, text)
+
+
+ATTRIBUTES = ("color", "shape", "size", "position")
+
+
+def _in_unit(value) -> bool:
+    return value is None or 0.0 <= value <= 1.0
+
+
+def _check_heldout(evaluation: dict, retrieval: dict, report: str) -> None:
+    """The held-out corpus's figures beside the test split's (structure and ranges only:
+    today's stand-ins fail issue 11's held-out thresholds, README "Held-out speech")."""
+    for block in (evaluation, evaluation["heldout"]):  # score only what was said
+        accuracy = block["attribute_accuracy"]
+        for condition in ("speech", "text"):
+            assert set(accuracy[condition]) == set(ATTRIBUTES)
+            assert all(_in_unit(accuracy[condition][a]) for a in ATTRIBUTES)
+        assert set(accuracy["n_stated"]) == set(ATTRIBUTES)
+        assert accuracy["n_stated"]["color"] == block["n_utterances"]  # every caption says it
+    heldout = evaluation["heldout"]
+    # images for 44 utterances, 4 per voice (heldout.generation.limit); retrieval on all 108
+    assert heldout["n_utterances"] == 44
+    assert retrieval["heldout"]["n_queries"]["speech_to_image"] == 108
+    assert heldout["provenance"]["corpus"]["root"] == "data/01_raw/spoken_shapes_heldout"
+    assert (
+        heldout["provenance"]["corpus"]["fingerprint"]
+        != (evaluation["provenance"]["corpus"]["fingerprint"])
+    )
+    for model in ("speechclip_model", "speech_adapter", "diffusion@pipeline"):  # same models
+        assert (
+            heldout["provenance"]["datasets"][model]
+            == (evaluation["provenance"]["datasets"][model])
+        )
+    assert heldout["provenance"]["run"]["namespace"] == "heldout"
+    assert {"clip_score", "attribute_accuracy", "r_precision", "fd_clip"} <= set(heldout)
+    voices = heldout["per_speaker"]
+    assert len(voices) == 11 and {v["synthesiser"] for v in voices.values()} == {
+        "flite", "festival", "espeak-ng",
+    }  # fmt: skip
+    for entry in voices.values():
+        assert entry["n_utterances"] == 4
+        for condition in ("speech", "text"):
+            assert all(_in_unit(v) for v in entry["attribute_accuracy"][condition].values())
+    assert set(heldout["per_phrasing"]) == {"word_order", "fillers", "synonyms", "commands"}
+    assert heldout["worst_voice"]["name"] in voices
+    held = retrieval["heldout"]
+    assert _in_unit(held["speech_to_image"]["R@1"]) and _in_unit(
+        held["speech_to_image_attribute_R@1"]
+    )
+    assert set(held["per_speaker"]) == set(voices)
+    assert all(_in_unit(v["speech_to_image_attribute_R@1"]) for v in held["per_speaker"].values())
+    assert (
+        "## Held-out corpus" in report
+        and f"Worst voice: **{heldout['worst_voice']['name']}**" in report
+    )
 
 
 @pytest.mark.slow
@@ -119,13 +175,8 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-@pytest.mark.slow
-def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
-    demo_outputs, corpus, tmp_path, monkeypatch
-):
-    """The issue's newcomer: after a demo run, ingestion on another corpus, then evaluation;
-    the latest retrieval metrics are the demo's, so evaluation refuses and says what to run."""
-    project = tmp_path / "project"
+def _copy_outputs(demo_outputs: Path, project: Path, monkeypatch) -> Path:
+    """A copy of the demo project after its default run, as the working directory."""
     shutil.copytree(
         demo_outputs,
         project,
@@ -133,7 +184,17 @@ def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
         copy_function=_link_or_copy,
     )
     monkeypatch.chdir(project)
-    # the tiny corpus has fewer train utterances than one SpeechCLIP batch
+    return project
+
+
+@pytest.mark.slow
+def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
+    demo_outputs, corpus, tmp_path, monkeypatch
+):
+    """The issue's newcomer: after a demo run, ingestion on another corpus, then evaluation;
+    the latest retrieval metrics are the demo's, so evaluation refuses and says what to run."""
+    project = _copy_outputs(demo_outputs, tmp_path / "project", monkeypatch)
+    # the tiny corpus has 8 train utterances: below one SpeechCLIP batch, as conftest's runs
     other = {"corpus_root": str(corpus), "ingestion": {"min_split_utterances": {"train": 1}}}
     run(project, other, pipeline_names=["ingestion"])
     with pytest.raises(Exception, match=r"measured on corpus data/01_raw/spoken_shapes") as error:
@@ -143,3 +204,36 @@ def test_evaluation_refuses_to_mix_another_corpus_with_the_demos_metrics(
     assert len(list(reports.iterdir())) == len(
         list((demo_outputs / "data" / "08_reporting" / "evaluation_metrics.json").iterdir())
     )
+
+
+@pytest.mark.slow
+def test_heldout_runs_alone_on_the_persisted_models_and_on_another_corpus(
+    demo_outputs, corpus, tmp_path, monkeypatch
+):
+    """`--pipelines heldout` after a default run: the persisted models, the held-out corpus
+    (or any other, `--params heldout_corpus_root=DIR`), and the test split's next
+    evaluation picks the new figures up; the refusal checks hold inside the namespace."""
+    project = _copy_outputs(demo_outputs, tmp_path / "project", monkeypatch)
+    reporting = project / "data" / "08_reporting"
+    before = json.loads(latest(reporting / "evaluation_metrics.json").read_text())
+    run(project, {"heldout_corpus_root": str(corpus)}, pipeline_names=["heldout"])
+    heldout = json.loads(latest(reporting / "heldout" / "evaluation_metrics.json").read_text())
+    assert heldout["provenance"]["corpus"]["root"] == str(corpus)
+    for model in ("speechclip_model", "speech_adapter"):  # the persisted ones, not retrained
+        assert heldout["provenance"]["datasets"][model] == before["provenance"]["datasets"][model]
+    assert set(heldout["per_speaker"]) == {"spk_a", "spk_b"}
+    assert "attribute_accuracy" in heldout["skipped"]  # that corpus has no attributes.csv
+    # only the namespace's datasets were written: the test split's stay as they were
+    assert len(list((reporting / "evaluation_metrics.json").iterdir())) == len(
+        list((demo_outputs / "data" / "08_reporting" / "evaluation_metrics.json").iterdir())
+    )
+    run(project, pipeline_names=["evaluation"])
+    after = json.loads(latest(reporting / "evaluation_metrics.json").read_text())
+    assert after["heldout"]["provenance"]["corpus"]["root"] == str(corpus)
+    # the namespace's refusal: ingest the shipped held-out corpus again, then score the
+    # other corpus's held-out figures against it; it says what to run in the namespace
+    run(project, to_nodes=["heldout.check_ingestion", "heldout.fingerprint_corpus"])
+    with pytest.raises(Exception, match=f"measured on corpus {corpus}") as error:
+        run(project, from_nodes=["heldout.score_generated_images"])
+    root = "data/01_raw/spoken_shapes_heldout"
+    assert f"kedro run --params heldout_corpus_root={root} --pipelines heldout" in str(error.value)

@@ -16,6 +16,7 @@ EXPECTED = {
     "speechclip",
     "generation",
     "evaluation",
+    "heldout",
 }
 
 
@@ -26,6 +27,11 @@ def test_registry_has_every_pipeline_and_default_skips_foundation():
     default = {n.name for n in pipelines["__default__"].nodes}
     assert "train_speech_encoder" not in default
     assert {"ingest_corpus", "preprocess_audio", "train_speechclip"} <= default
+    # the held-out evaluation is part of every default run, on the models the run trains
+    assert {"heldout.ingest_corpus", "heldout.score_generated_images"} <= default
+    heldout = pipelines["heldout"]
+    assert {"speechclip_model", "speech_adapter", "diffusion@pipeline"} <= heldout.inputs()
+    assert not any(n.name.startswith("train_") for n in heldout.nodes)
     # foundation brings the data pipelines it needs
     foundation = {n.name for n in pipelines["foundation"].nodes}
     assert {"ingest_corpus", "preprocess_audio", "train_speech_encoder"} <= foundation

@@ -31,6 +31,7 @@ PIPELINES = {
     "speechclip",
     "generation",
     "evaluation",
+    "heldout",
     "foundation",
     "speak",
 }

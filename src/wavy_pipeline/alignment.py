@@ -118,7 +118,38 @@ def retrieval_metrics(
             speech_sim, required, gallery
         )
         report["text_to_image_attribute_R@1"] = attribute_consistent_r1(text_sim, required, gallery)
+    else:
+        required = gallery = None
+    if "speaker" in utterances and utterances["speaker"].nunique() > 1:
+        report["per_speaker"] = _per_group(
+            utterances, "speaker", speech_emb @ image_emb.T, relevant, required, gallery
+        )
     return report
+
+
+def _per_group(
+    utterances: pd.DataFrame,
+    column: str,
+    speech_sim: np.ndarray,
+    relevant: np.ndarray,
+    required: list[dict[str, str]] | None,
+    gallery: list[dict[str, str]] | None,
+) -> dict[str, dict[str, Any]]:
+    """Speech→image R@1 (and attribute R@1) of each group's utterances against the whole
+    gallery (so groups compare with each other and with the overall figure)."""
+    groups = {}
+    for value, rows in utterances.reset_index(drop=True).groupby(column, sort=True):
+        at = rows.index.to_numpy()
+        entry: dict[str, Any] = {"n": len(at)}
+        if "synthesiser" in rows and rows["synthesiser"].nunique(dropna=True) == 1:
+            entry["synthesiser"] = str(rows["synthesiser"].dropna().iloc[0])
+        entry["speech_to_image_R@1"] = recall_at_k(speech_sim[at], relevant[at], ks=(1,))["R@1"]
+        if required is not None:
+            entry["speech_to_image_attribute_R@1"] = attribute_consistent_r1(
+                speech_sim[at], [required[i] for i in at], gallery
+            )
+        groups[str(value)] = entry
+    return groups
 
 
 def split(utterances: pd.DataFrame, name: str, available: Sequence[str]) -> pd.DataFrame:

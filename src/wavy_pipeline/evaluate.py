@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from wavy_pipeline.data.corpus import STATED_ATTRIBUTES
 from wavy_pipeline.datasets.arrays import ArrayStream
 from wavy_pipeline.datasets.images import ImageCollection
 from wavy_pipeline.distributed import map_batches
@@ -162,8 +163,8 @@ def score_images(
     )
     if judge is not None:
         verdicts = [judge(pictures[f]()) for f in files]
-        table["judged_color"] = [v["color"] for v in verdicts]
-        table["judged_shape"] = [v["shape"] for v in verdicts]
+        for attribute in STATED_ATTRIBUTES:
+            table[f"judged_{attribute}"] = [v.get(attribute) for v in verdicts]
     rows = None
     if inception is not None:
         made = inception_features(
@@ -276,14 +277,76 @@ def _summary(table: pd.DataFrame, judged: bool) -> dict[str, Any]:
         c: float(by[c]["similarity_to_ground_truth"].mean()) for c in CONDITIONS
     }
     if judged:
-        summary["attribute_accuracy"] = {
-            c: {
-                "color": float((by[c]["judged_color"] == by[c]["attr_color"]).mean()),
-                "shape": float((by[c]["judged_shape"] == by[c]["attr_shape"]).mean()),
-            }
-            for c in CONDITIONS
-        }
+        summary["attribute_accuracy"] = {c: stated_accuracy(by[c]) for c in CONDITIONS}
+        summary["attribute_accuracy"]["n_stated"] = stated_counts(by["speech"])
     return summary
+
+
+def _stated(rows: pd.DataFrame, attribute: str) -> pd.Series:
+    """Rows whose caption states ``attribute`` (``stated_<attribute>``; without that column:
+    every row) and whose image's true value is known, when the judge reads it at all (an
+    image it cannot read, None, counts as wrong)."""
+    mask = rows[f"stated_{attribute}"] if f"stated_{attribute}" in rows else True
+    known = f"attr_{attribute}" in rows and f"judged_{attribute}" in rows
+    mask = mask & (rows[f"attr_{attribute}"].notna() if known else False)
+    return pd.Series(mask, index=rows.index, dtype=bool)
+
+
+def stated_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """How many of ``rows`` count for each attribute's accuracy (:func:`stated_accuracy`)."""
+    return {a: int(_stated(rows, a).sum()) for a in STATED_ATTRIBUTES}
+
+
+def stated_accuracy(rows: pd.DataFrame) -> dict[str, float | None]:
+    """Score only what was said: per attribute (colour, shape, size, position), the fraction
+    of the images whose caption states it that the judge reads as stated; None where no
+    caption states it (or the corpus does not know it)."""
+    accuracy: dict[str, float | None] = {}
+    for attribute in STATED_ATTRIBUTES:
+        mask = _stated(rows, attribute)
+        if not mask.any():
+            accuracy[attribute] = None
+            continue
+        hits = rows.loc[mask, f"judged_{attribute}"] == rows.loc[mask, f"attr_{attribute}"]
+        accuracy[attribute] = float(hits.mean())
+    return accuracy
+
+
+def group_summaries(
+    table: pd.DataFrame, column: str, judged: bool, describe: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """:func:`_summary`'s figures (CLIP score, stated-attribute accuracy, n) per value of
+    ``column`` (a speaker, a phrasing family), with the group's ``describe`` columns'
+    values (e.g. the synthesiser of a speaker) when they are one per group."""
+    groups = {}
+    for value, rows in table.groupby(column, sort=True):
+        entry: dict[str, Any] = {}
+        for extra in describe:
+            if extra in rows and rows[extra].nunique(dropna=True) == 1:
+                entry[extra] = str(rows[extra].dropna().iloc[0])
+        entry |= _summary(rows, judged)
+        entry.pop("image_similarity_to_ground_truth", None)
+        groups[str(value)] = entry
+    return groups
+
+
+def worst_group(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The group whose speech-made images are worst: lowest mean of speech-made colour and
+    shape accuracy (the attributes every caption states) where judged, else lowest
+    speech-made CLIP score; ties go to the first name."""
+
+    def badness(entry: Mapping[str, Any]) -> float:
+        accuracy = entry.get("attribute_accuracy", {}).get("speech")
+        if accuracy:
+            known = [accuracy[a] for a in ("color", "shape") if accuracy.get(a) is not None]
+            if known:
+                return float(np.mean(known))
+        return float(entry["clip_score"]["speech"])
+
+    if not groups:
+        return None
+    name = min(sorted(groups), key=lambda g: badness(groups[g]))
+    return {"name": name, "speech_color_shape_mean": badness(groups[name]), **groups[name]}
 
 
 def _skip(skipped: dict[str, str], metric: str, reason: str) -> None:
@@ -311,6 +374,11 @@ def evaluation_summary(
     metrics = {"clip_model": clip_model_name, **_summary(table, judged)}
     if judged:
         metrics["attribute_accuracy"]["judge_on_corpus_images"] = judge_on_corpus
+    if "speaker" in table and table["speaker"].nunique() > 1:
+        metrics["per_speaker"] = group_summaries(table, "speaker", judged, ["synthesiser", "voice"])
+        metrics["worst_voice"] = worst_group(metrics["per_speaker"])
+    if "phrasing" in table and table["phrasing"].notna().any():
+        metrics["per_phrasing"] = group_summaries(table, "phrasing", judged)
     unseen = table[table["unseen_voice"]]
     if len(unseen) and len(unseen) == len(table):
         _skip(
@@ -361,18 +429,17 @@ def evaluation_summary(
 def judge_accuracy(
     judge: AttributeJudge, images: Mapping[str, Callable[[], Image.Image]], attributes: pd.DataFrame
 ) -> dict[str, float]:
-    """Accuracy of the judge on the corpus's own images (attributes known)."""
+    """Accuracy of the judge on the corpus's own images (attributes known), per attribute
+    the corpus records (colour and shape always; size and position where known)."""
     verdicts = [judge(images[i]()) for i in attributes["image_id"]]
-    return {
-        "color": float(
+    accuracy = {}
+    for attribute in STATED_ATTRIBUTES:
+        column = f"attr_{attribute}"
+        if column not in attributes and attribute not in ("color", "shape"):
+            continue
+        accuracy[attribute] = float(
             np.mean(
-                [v["color"] == a for v, a in zip(verdicts, attributes["attr_color"], strict=True)]
+                [v.get(attribute) == a for v, a in zip(verdicts, attributes[column], strict=True)]
             )
-        ),
-        "shape": float(
-            np.mean(
-                [v["shape"] == a for v, a in zip(verdicts, attributes["attr_shape"], strict=True)]
-            )
-        ),
-        "n_images": len(attributes),
-    }
+        )
+    return accuracy | {"n_images": len(attributes)}

@@ -34,6 +34,26 @@ if TYPE_CHECKING:  # only a type: the generation code must not need Kedro or aud
 logger = logging.getLogger(__name__)
 
 
+def first_utterances(
+    utterances: pd.DataFrame, limit: int | None, balance_by: str | None = None
+) -> pd.DataFrame:
+    """The utterances to generate for: all (``limit`` None), else the first ``limit`` by
+    utterance id, or, with ``balance_by`` (a column, e.g. ``speaker``), ``limit`` taken
+    round-robin over its values (each group's utterances in id order), so every voice
+    keeps about ``limit / n_groups`` of them."""
+    rows = utterances.sort_values("utterance_id", kind="stable")
+    if not limit:
+        return rows
+    if balance_by:
+        turn = rows.groupby(balance_by, sort=False).cumcount()
+        rows = rows.assign(_turn=turn.to_numpy()).sort_values(
+            ["_turn", balance_by, "utterance_id"], kind="stable"
+        )
+        rows = rows.drop(columns="_turn").head(limit).sort_values("utterance_id", kind="stable")
+        return rows
+    return rows.head(limit)
+
+
 def utterance_seed(seed: int, utterance_id: str) -> int:
     """A seed per utterance that does not depend on batch composition or order."""
     return (seed * 1_000_003 + zlib.crc32(utterance_id.encode())) % 2**31

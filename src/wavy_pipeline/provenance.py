@@ -32,6 +32,7 @@ METADATA = {
     "raw_dev_images": "Flickr8k_text/Flickr_8k.devImages.txt",
     "raw_test_images": "Flickr8k_text/Flickr_8k.testImages.txt",
     "raw_attributes": "attributes.csv",
+    "raw_utterance_meta": "utterances.csv",
 }
 
 
@@ -89,6 +90,34 @@ def run_record(
     }
 
 
+def namespace_view(run_provenance: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """``run_provenance`` as the nodes of a Kedro namespace see it: each dataset name
+    resolves to the namespace's own dataset (``heldout.utterances`` for ``utterances``)
+    where one exists, else to the shared one (the models); the run records the namespace.
+    So :func:`record` and :func:`check_compatible` work unchanged inside the namespace."""
+    versions = dict(run_provenance.get("datasets", {}))
+    prefix = f"{namespace}."
+    local = {k.removeprefix(prefix): v for k, v in versions.items() if k.startswith(prefix)}
+    shared = {k: v for k, v in versions.items() if not k.startswith(prefix)}
+    return {
+        "run": dict(run_provenance.get("run", {})) | {"namespace": namespace},
+        "datasets": shared | local,
+    }
+
+
+def models_differ(
+    ours: Mapping[str, Any], theirs: Mapping[str, Any], models: Sequence[str]
+) -> str | None:
+    """Why two ``provenance`` blocks (of :func:`record`) were not measured with the same
+    models (the first of ``models`` whose versions are both known and differ), or None."""
+    for name in models:
+        a = ours.get("datasets", {}).get(name)
+        b = theirs.get("datasets", {}).get(name)
+        if a and b and a != b:
+            return f"{name} version {b} there, {a} here"
+    return None
+
+
 def record(
     corpus: Mapping[str, Any] | None,
     run_provenance: Mapping[str, Any] | None,
@@ -118,12 +147,18 @@ def check_compatible(
     older than the adapter's may be the same weights, as a resumed training saves them.)"""
     versions = (run_provenance or {}).get("datasets", {})
     root = corpus.get("root")
-    rerun = f"kedro run --params corpus_root={root}"
+    namespace = (run_provenance or {}).get("run", {}).get("namespace")
+
+    def rerun(pipeline: str) -> str:  # inside a namespace (heldout), its own pipeline
+        if namespace:
+            return f"kedro run --params {namespace}_corpus_root={root} --pipelines {namespace}"
+        return f"kedro run --params corpus_root={root} --pipelines {pipeline}"
+
     theirs = retrieval.get("provenance")
     if not theirs:
         raise ProvenanceError(
             f"retrieval_metrics (version {versions.get('retrieval_metrics')}) records no "
-            f"corpus (it predates provenance records): run `{rerun} --pipelines speechclip`"
+            f"corpus (it predates provenance records): run `{rerun('speechclip')}`"
         )
     other = theirs.get("corpus", {})
     if other.get("fingerprint") != corpus.get("fingerprint"):
@@ -131,14 +166,14 @@ def check_compatible(
             f"retrieval_metrics (version {versions.get('retrieval_metrics')}) was measured on "
             f"corpus {other.get('root')} (fingerprint {other.get('fingerprint')}), but this "
             f"run's corpus is {root} (fingerprint {corpus.get('fingerprint')}): run "
-            f"`{rerun} --pipelines speechclip` first, or pick a matching version with "
+            f"`{rerun('speechclip')}` first, or pick a matching version with "
             "--load-versions"
         )
     used, now = theirs.get("datasets", {}).get("speechclip_model"), versions.get("speechclip_model")
     if used and now and used != now:
         raise ProvenanceError(
             f"retrieval_metrics was computed with speechclip_model {used}, but the model in "
-            f"use is version {now}: run `{rerun} --pipelines speechclip`, or "
+            f"use is version {now}: run `{rerun('speechclip')}`, or "
             f"--load-versions speechclip_model:{used}"
         )
     captions = utterances.set_index("utterance_id")["caption"]
@@ -151,5 +186,5 @@ def check_compatible(
             f"generated_images (version {versions.get('generated_images')}) were made from "
             f"another corpus: {int((~same).sum())} of their {len(made)} utterances are not in "
             f"this corpus's utterance table with the same caption (e.g. {example!r}): run "
-            f"`{rerun} --pipelines generation` first"
+            f"`{rerun('generation')}` first"
         )

@@ -20,7 +20,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, MemoryDataset
 from kedro.io.core import DatasetError
 
-from wavy_pipeline.provenance import run_record
+from wavy_pipeline.provenance import namespace_view, run_record
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,17 @@ class ProvenanceHooks:
             "project_path": str(Path(project).resolve()) if project else None,
         }
         document = run_record(run_params, versions, code)
-        existing = catalog.get(RUN_PROVENANCE) if RUN_PROVENANCE in catalog.keys() else None
-        if isinstance(existing, MemoryDataset):
-            existing.save(document)
-        else:
-            catalog[RUN_PROVENANCE] = document
+        _put(catalog, RUN_PROVENANCE, document)
+        # a namespaced copy of the DAG (``heldout``) reads ``<namespace>.run_provenance``
+        for name in sorted(pipeline.inputs()):
+            namespace, _, base = name.rpartition(".")
+            if namespace and base == RUN_PROVENANCE:
+                _put(catalog, name, namespace_view(document, namespace))
+
+
+def _put(catalog: Any, name: str, document: dict[str, Any]) -> None:
+    existing = catalog.get(name) if name in catalog.keys() else None
+    if isinstance(existing, MemoryDataset):
+        existing.save(document)
+    else:
+        catalog[name] = document

@@ -88,16 +88,99 @@ def score_charts(metrics: Mapping[str, Any], table: pd.DataFrame) -> Figure:
     axes[-1].tick_params(axis="x", labelrotation=45, labelsize=8)
     if judged:
         accuracy = metrics["attribute_accuracy"]
-        labels = ["colour", "shape"]
+        keys = [k for k in ATTRIBUTE_LABELS if k in accuracy["speech"]]
         for offset, condition in ((-0.2, "speech"), (0.2, "text")):
-            values = [accuracy[condition]["color"], accuracy[condition]["shape"]]
-            axes[1].bar([i + offset for i in range(2)], values, width=0.4, label=condition)
-        axes[1].set_xticks(range(2), labels)
+            values = [
+                float("nan") if accuracy[condition][k] is None else accuracy[condition][k]
+                for k in keys
+            ]
+            axes[1].bar([i + offset for i in range(len(keys))], values, width=0.4, label=condition)
+        axes[1].set_xticks(range(len(keys)), [ATTRIBUTE_LABELS[k] for k in keys])
         axes[1].set_ylim(0, 1.05)
-        axes[1].set_title("attributes read back by the judge", fontsize=9)
+        axes[1].set_title("stated attributes read back by the judge", fontsize=9)
         axes[1].legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+ATTRIBUTE_LABELS = {"color": "colour", "shape": "shape", "size": "size", "position": "position"}
+
+
+def _figure(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def group_rows(
+    groups: Mapping[str, Mapping[str, Any]],
+    retrieval: Mapping[str, Mapping[str, Any]] | None,
+    label: str,
+) -> list[str]:
+    """One table row per group (a voice, a phrasing family): n, speech-/text-made CLIP
+    score and stated-attribute accuracy, and speech→image R@1 where retrieval has it."""
+    attributes = [
+        a
+        for a in ATTRIBUTE_LABELS
+        if any(a in g.get("attribute_accuracy", {}).get("speech", {}) for g in groups.values())
+    ]
+    retrieval = retrieval or {}
+    head = [label, "n", "CLIP speech / text"]
+    head += [f"{ATTRIBUTE_LABELS[a]} speech / text" for a in attributes]
+    if retrieval:  # retrieval ranks every utterance, images may be made for fewer
+        head += ["retrieval n", "speech→image R@1", "attribute R@1"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in groups.items():
+        shown = name + (f" ({entry['synthesiser']})" if entry.get("synthesiser") else "")
+        cells = [shown, str(entry["n_utterances"])]
+        cells.append(f"{entry['clip_score']['speech']:.2f} / {entry['clip_score']['text']:.2f}")
+        accuracy = entry.get("attribute_accuracy", {})
+        for a in attributes:
+            cells.append(
+                f"{_figure(accuracy['speech'].get(a))} / {_figure(accuracy['text'].get(a))}"
+            )
+        if retrieval:
+            found = retrieval.get(name, {})
+            cells += [
+                str(found.get("n", "–")),
+                _figure(found.get("speech_to_image_R@1")),
+                _figure(found.get("speech_to_image_attribute_R@1")),
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def heldout_lines(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> list[str]:
+    """The held-out section: its headline table, per voice, per phrasing, the worst voice
+    (``metrics`` is a held-out summary, ``retrieval`` its retrieval metrics)."""
+    judge = metrics.get("attribute_accuracy", {}).get("judge_on_corpus_images")
+    header = ["| | speech-made | text-made | ground truth |", "|---|---|---|---|"]
+    corpus = metrics.get("provenance", {}).get("corpus", {})
+    queries = retrieval.get("n_queries", {}).get("speech_to_image", "–")
+    lines = [
+        f"Corpus `{corpus.get('root')}` (fingerprint {corpus.get('fingerprint')}): images "
+        f"made and scored for {metrics['n_utterances']} utterances; retrieval on "
+        f"{queries}, speech→image R@1 "
+        f"{_figure(retrieval.get('speech_to_image', {}).get('R@1'))} (chance "
+        f"{_figure(retrieval.get('chance', {}).get('speech_to_image', {}).get('R@1'))}), "
+        f"attribute R@1 {_figure(retrieval.get('speech_to_image_attribute_R@1'))}.",
+        "",
+        *header,
+        *_score_rows(metrics, judge),
+    ]
+    worst = metrics.get("worst_voice")
+    if worst:
+        lines += [
+            "",
+            f"Worst voice: **{worst['name']}**"
+            + (f" ({worst['synthesiser']})" if worst.get("synthesiser") else "")
+            + f", speech-made colour/shape mean {worst['speech_color_shape_mean']:.3f}.",
+        ]
+    for key, label, found in (
+        ("per_speaker", "voice", retrieval.get("per_speaker")),
+        ("per_phrasing", "phrasing", None),
+    ):
+        if metrics.get(key):
+            lines += ["", *group_rows(metrics[key], found, label)]
+    return lines
 
 
 def _score_rows(metrics: Mapping[str, Any], judge: Mapping[str, Any] | None) -> list[str]:
@@ -109,11 +192,15 @@ def _score_rows(metrics: Mapping[str, Any], judge: Mapping[str, Any] | None) -> 
     ]
     accuracy = metrics.get("attribute_accuracy")
     if accuracy:
-        for key, label in (("color", "colour"), ("shape", "shape")):
-            ceiling = f"{judge[key]:.3f}" if judge else ""
+        n = accuracy.get("n_stated", {})
+        for key, label in ATTRIBUTE_LABELS.items():
+            if key not in accuracy["speech"]:
+                continue
+            ceiling = f"{judge[key]:.3f}" if judge and key in judge else ""
+            said = f", n={n[key]}" if key in n else ""
             rows.append(
-                f"| {label} accuracy (judge) | {accuracy['speech'][key]:.3f} "
-                f"| {accuracy['text'][key]:.3f} | {ceiling} |"
+                f"| {label} accuracy (judge{said}) | {_figure(accuracy['speech'][key])} "
+                f"| {_figure(accuracy['text'][key])} | {ceiling} |"
             )
     rows.append(
         f"| speech/text CLIP-score ratio | **{metrics['clip_score_ratio_speech_to_text']:.3f}** | | |"
@@ -124,6 +211,7 @@ def _score_rows(metrics: Mapping[str, Any], judge: Mapping[str, Any] | None) -> 
 SKIPPED_LABELS = {
     "attribute_accuracy": "attribute judge",
     "unseen_voice": "unseen-voice table",
+    "heldout": "held-out corpus",
     "fid": "FID",
     "inception_score": "Inception Score",
     "r_precision": "R-precision",
@@ -240,6 +328,18 @@ def markdown(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -> str:
             *header,
             *_score_rows(unseen, judge),
         ]
+    heldout = metrics.get("heldout")
+    if heldout:
+        lines += [
+            "",
+            "## Held-out corpus",
+            "",
+            *heldout_lines(heldout, retrieval.get("heldout", {})),
+        ]
+    elif metrics.get("per_speaker"):
+        lines += ["", *group_rows(metrics["per_speaker"], retrieval.get("per_speaker"), "voice")]
+    if metrics.get("per_phrasing") and not heldout:
+        lines += ["", *group_rows(metrics["per_phrasing"], None, "phrasing")]
     lines += ["", "## Figures comparable with the literature", "", *comparable_rows(metrics)]
     skipped = skipped_lines(metrics)
     if skipped:

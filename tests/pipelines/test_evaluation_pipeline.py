@@ -85,7 +85,7 @@ def make_set(root: Path, *, attributes: bool = True, all_unseen: bool = False):
 
 def corpus_of(name: str, caption: str = "a caption") -> dict:
     lines = [f"{name}_0.wav {name}.jpg #0"]
-    return fingerprint_corpus(name, lines, [f"{name}.jpg#0\t{caption}"], [], [], [], [], [])
+    return fingerprint_corpus(name, lines, [f"{name}.jpg#0\t{caption}"], [], [], [], [], [], [])
 
 
 RUN = run_record(

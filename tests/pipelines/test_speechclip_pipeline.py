@@ -91,6 +91,10 @@ def test_speechclip_pipeline_learns_and_reports(tmp_path):
             "speechclip_model": MemoryDataset(copy_mode="assign"),
             "corpus_fingerprint": MemoryDataset({"root": "synthetic", "fingerprint": "f00d"}),
             "run_provenance": MemoryDataset({"run": {"session_id": "s"}, "datasets": {}}),
+            # what the `heldout` pipeline saved: reported beside the test split
+            "heldout.retrieval_metrics": MemoryDataset(
+                {"speech_to_image": {"R@1": 0.5}, "provenance": {"datasets": {}}}
+            ),
         }
     )
     pipeline = speechclip.create_pipeline().only_nodes("train_speechclip", "evaluate_retrieval")
@@ -111,5 +115,6 @@ def test_speechclip_pipeline_learns_and_reports(tmp_path):
     assert metrics["unseen_voice"]["n_queries"]["speech_to_image"] == 5
     assert metrics["provenance"]["corpus"] == {"root": "synthetic", "fingerprint": "f00d"}
     assert metrics["provenance"]["run"] == {"session_id": "s"}
+    assert metrics["heldout"] == {"speech_to_image": {"R@1": 0.5}, "provenance": {"datasets": {}}}
     history = catalog.load("speechclip_history")
     assert history["loss"].iloc[-5:].mean() < history["loss"].iloc[:5].mean()

@@ -18,6 +18,8 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
+from wavy_pipeline.metrics.retrieval import attributes_named
+
 QUARANTINE_COLUMNS = ["stage", "kind", "source", "line_no", "key", "reason"]
 UTTERANCE_COLUMNS = [
     "utterance_id",
@@ -205,6 +207,83 @@ def parse_attributes(lines: list[str], quarantine: Quarantine) -> pd.DataFrame:
     )
 
 
+# ``utterances.csv``: optional sidecar, one row per utterance (by wav): who spoke it and
+# how, and which attributes its caption states (held-out corpora; the demo has none)
+UTTERANCE_META_COLUMNS = ["synthesiser", "voice", "phrasing", "snr_db", "states"]
+STATED_ATTRIBUTES = ("color", "shape", "size", "position")
+
+
+def parse_utterance_meta(lines: list[str], quarantine: Quarantine) -> pd.DataFrame:
+    """Optional sidecar CSV with one row per utterance (``wav`` column), read into the
+    utterance columns of :data:`UTTERANCE_META_COLUMNS` (those it has).
+
+    ``states`` lists, space-separated, the attributes the caption states (of
+    :data:`STATED_ATTRIBUTES`). A ``speaker`` column is ignored (``wav2spk.txt`` says who
+    speaks). Bad rows are quarantined with the reason: a duplicate wav, a row without wav,
+    an unknown attribute in ``states``, an ``snr_db`` that is not a number.
+    """
+    source = "utterances.csv"
+    numbered = list(_lines(lines, source, quarantine, "utterance_meta"))
+    empty = pd.DataFrame(columns=["wav"])
+    if not numbered:
+        return empty
+    try:
+        table = pd.read_csv(io.StringIO("\n".join(line for _, line in numbered)), dtype=str)
+    except (pd.errors.ParserError, ValueError) as exc:
+        quarantine.add("utterance_meta", source, None, "", f"unreadable CSV: {exc}")
+        return empty
+    if "wav" not in table.columns:
+        quarantine.add("utterance_meta", source, None, "", "no 'wav' column")
+        return empty
+    keep = [c for c in UTTERANCE_META_COLUMNS if c in table.columns]
+    rows, seen = [], set()
+    for line_no, row in zip((n for n, _ in numbered[1:]), table.itertuples(index=False)):
+        record = row._asdict()
+        wav = record["wav"]
+        problem = None
+        if not isinstance(wav, str) or not wav.strip():
+            problem = "row names no wav"
+        elif wav in seen:
+            problem = "duplicate wav row"
+        elif isinstance(record.get("states"), str) and (
+            unknown := set(record["states"].split()) - set(STATED_ATTRIBUTES)
+        ):
+            problem = f"states names unknown attributes: {' '.join(sorted(unknown))}"
+        elif isinstance(record.get("snr_db"), str) and pd.isna(
+            pd.to_numeric(record["snr_db"], errors="coerce")
+        ):
+            problem = f"snr_db is not a number: {record['snr_db'][:20]!r}"
+        if problem:
+            quarantine.add("utterance_meta", source, line_no, str(wav)[:40], problem)
+            continue
+        seen.add(wav)
+        rows.append({"wav": wav, **{c: record[c] for c in keep}})
+    meta = pd.DataFrame(rows, columns=["wav", *keep])
+    if "snr_db" in meta:
+        meta["snr_db"] = pd.to_numeric(meta["snr_db"])
+    return meta
+
+
+def stated_attributes(
+    utterances: pd.DataFrame, vocabulary: Mapping[str, Mapping[str, str]] | None
+) -> pd.DataFrame:
+    """One boolean column per attribute of :data:`STATED_ATTRIBUTES`: does the utterance's
+    caption state it? From the ``states`` column (``utterances.csv``) where it has a value,
+    else from the caption's words (:func:`wavy_pipeline.metrics.retrieval.attributes_named`
+    with ``vocabulary``); without either, every attribute counts as stated (a corpus whose
+    sidecar records an attribute is taken to say it)."""
+    states = utterances["states"] if "states" in utterances else pd.Series(None, utterances.index)
+    named = [
+        set(s.split())
+        if isinstance(s, str)
+        else (set(attributes_named(caption, vocabulary)) if vocabulary else set(STATED_ATTRIBUTES))
+        for s, caption in zip(states, utterances["caption"], strict=True)
+    ]
+    return pd.DataFrame(
+        {a: [a in n for n in named] for a in STATED_ATTRIBUTES}, index=utterances.index
+    )
+
+
 def unreadable_images(
     image_files: Mapping[str, Callable[[], object]], image_ids: Iterable[str]
 ) -> dict[str, str]:
@@ -237,6 +316,7 @@ def build_utterances(
     corpus_root: str = "",
     bad_images: Mapping[str, str] | None = None,
     dev_fallback_fraction: float | None = None,
+    utterance_meta: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Join the parsed files into the utterance table; quarantine what cannot be used.
 
@@ -250,7 +330,9 @@ def build_utterances(
     ``speakers`` empty means the corpus has no speaker list: every speaker is
     ``unknown`` and no utterance is an unseen voice (the node logs that decision once);
     otherwise a wav it does not list is quarantined. An empty dev split is filled by
-    :func:`carve_dev` when ``dev_fallback_fraction`` is set.
+    :func:`carve_dev` when ``dev_fallback_fraction`` is set. ``utterance_meta``
+    (:func:`parse_utterance_meta`) adds its columns by wav; a row naming no utterance of
+    the table is quarantined.
     """
     bad_images = bad_images or {}
     caption_text = {(r.image, r.caption_index): r.caption for r in captions.itertuples()}
@@ -310,6 +392,10 @@ def build_utterances(
     table = table[UTTERANCE_COLUMNS]
     if len(attributes.columns) > 1:
         table = table.merge(attributes, on="image", how="left")
+    if utterance_meta is not None and len(utterance_meta.columns) > 1:
+        for wav in sorted(set(utterance_meta["wav"]) - set(table["wav"])):
+            quarantine.add("utterance_meta", "utterances.csv", None, wav, "no such utterance")
+        table = table.merge(utterance_meta, on="wav", how="left")
     return table.sort_values("utterance_id", kind="stable").reset_index(drop=True)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from kedro.io.core import DatasetError
 
 from wavy_pipeline.datasets._atomic import AtomicVersionedDataset
 
@@ -35,7 +36,30 @@ class ParquetTableDataset(AtomicVersionedDataset[pd.DataFrame, pd.DataFrame]):
 
 
 class JSONDataset(AtomicVersionedDataset[Any, Any]):
-    """A JSON document (metrics, reports for machines); keys are kept in order."""
+    """A JSON document (metrics, reports for machines); keys are kept in order.
+
+    Args:
+        optional: a dataset with no saved version yet loads as None (an input that a
+            node can do without, e.g. the held-out metrics before ``heldout`` ever ran).
+        **kwargs: as :class:`AtomicVersionedDataset`.
+    """
+
+    def __init__(self, *, optional: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._optional = optional
+
+    def load(self) -> Any:
+        if self._optional:
+            try:
+                path = Path(self._get_load_path())
+            except DatasetError:  # versioned, and no version saved yet
+                return None
+            if not path.exists():
+                return None
+        return super().load()
+
+    def _describe(self) -> dict[str, Any]:
+        return super()._describe() | {"optional": self._optional}
 
     def _read(self, path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -8,11 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from wavy_pipeline.data.corpus import stated_attributes
 from wavy_pipeline.datasets.images import ImageCollection
 from wavy_pipeline.evaluate import evaluation_summary, judge_accuracy, score_images
 from wavy_pipeline.metrics.attribute_judge import AttributeJudge
 from wavy_pipeline.metrics.distribution import inception_extractor
-from wavy_pipeline.provenance import check_compatible, record
+from wavy_pipeline.pipelines import UNWIRED
+from wavy_pipeline.provenance import check_compatible, models_differ, record
 from wavy_pipeline.report import image_grid, markdown, pick_examples, score_charts
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ SOURCES = (
     "speechclip_model",
     "diffusion@pipeline",
 )
+# the models whose versions the held-out figures must share with the test split's
+MODELS = ("speechclip_model", "speech_adapter", "diffusion@pipeline", "scoring_clip_model")
+# the utterance columns the per-image table carries (those the corpus has)
+DESCRIBED = ("synthesiser", "voice", "phrasing")
 
 
 def _judge(utterances: pd.DataFrame, params: dict[str, Any], skipped: dict[str, str]):
@@ -65,14 +71,22 @@ def score_generated_images(
     run_provenance: dict[str, Any],
     seed: int,
     params: dict[str, Any],
+    heldout: dict[str, Any] | None = UNWIRED,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-image scores, and the summary written to ``evaluation_metrics.json``; refuses
-    (saying what to run) outputs of another corpus or model."""
+    (saying what to run) outputs of another corpus or model. Attribute accuracy counts
+    only the attributes each caption states. ``heldout``: the ``heldout`` pipeline's
+    summary (None when it never ran; not an input of the ``heldout`` pipeline's own copy),
+    put under ``heldout`` when made with the same models."""
     check_compatible(corpus, retrieval, generated.index, utterances, run_provenance)
     skipped: dict[str, str] = {}
     attributes = [c for c in utterances.columns if c.startswith("attr_")]
+    described = [c for c in DESCRIBED if c in utterances.columns]
+    stated = stated_attributes(utterances, params.get("attribute_vocabulary")).add_prefix("stated_")
     index = generated.index.merge(
-        utterances[["utterance_id", *attributes]], on="utterance_id", how="left"
+        utterances[["utterance_id", *attributes, *described]].join(stated),
+        on="utterance_id",
+        how="left",
     )
     judge = _judge(utterances, params, skipped)
     scored = score_images(
@@ -106,6 +120,13 @@ def score_generated_images(
         skipped=skipped,
     )
     metrics["provenance"] = record(corpus, run_provenance, SOURCES)
+    if heldout is not UNWIRED:
+        block, reason = heldout_block(heldout, metrics["provenance"])
+        if block is None:
+            logger.warning("heldout skipped: %s", reason)
+            metrics["skipped"]["heldout"] = reason
+        else:
+            metrics["heldout"] = block
     logger.info(
         "CLIP score %s (speech/text %.3f); R-precision %s; fd_clip %s",
         metrics["clip_score"],
@@ -116,6 +137,21 @@ def score_generated_images(
         else "skipped",
     )
     return scored.table, metrics
+
+
+def heldout_block(
+    heldout: dict[str, Any] | None, provenance: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The held-out summary to report beside this one, or None and why: it was never
+    made, or made with other models than these figures (never combined silently)."""
+    run = "`kedro run --pipelines heldout`, then this pipeline again"
+    if heldout is None:
+        return None, f"no held-out evaluation saved yet: run {run}"
+    theirs = heldout.get("provenance") or {}
+    differ = models_differ(provenance, theirs, MODELS)
+    if differ:
+        return None, f"the held-out figures were made with other models ({differ}): run {run}"
+    return {k: v for k, v in heldout.items() if k != "heldout"}, None
 
 
 def build_report(

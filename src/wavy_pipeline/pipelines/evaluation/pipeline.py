@@ -6,6 +6,9 @@ from wavy_pipeline.pipelines.evaluation.nodes import build_report, score_generat
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """``heldout=False``: without the held-out summary as an input (the ``heldout``
+    pipeline's own copy of these nodes)."""
+    heldout = ["heldout.evaluation_metrics"] if kwargs.get("heldout", True) else []
     return Pipeline(
         [
             Node(
@@ -21,6 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "run_provenance",
                     "params:seed",
                     "params:evaluation",
+                    *heldout,
                 ],
                 outputs=["image_scores", "evaluation_metrics"],
                 name="score_generated_images",

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from wavy_pipeline.datasets.arrays import ArrayStore
-from wavy_pipeline.generate import generation_stream
+from wavy_pipeline.generate import first_utterances, generation_stream
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ def generate_images(
             missing["utterance_id"].iloc[0],
         )
     test = test[test["utterance_id"].isin(speech_features.keys)]
-    if params.get("limit"):
-        test = test.sort_values("utterance_id").head(params["limit"])
+    test = first_utterances(test, params.get("limit"), params.get("balance_by"))
     return generation_stream(
         diffusion,
         adapter,

@@ -20,6 +20,7 @@ from wavy_pipeline.data.corpus import (
     parse_captions,
     parse_speakers,
     parse_splits,
+    parse_utterance_meta,
     parse_wav2capt,
     unreadable_images,
 )
@@ -39,6 +40,7 @@ def ingest_corpus(
     image_files: Mapping[str, Any],
     corpus_root: str,
     params: dict[str, Any],
+    utterance_meta: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build the utterance table (one row per usable utterance) and its quarantine.
 
@@ -56,6 +58,8 @@ def ingest_corpus(
             unreadable one is quarantined.
         corpus_root: Where the corpus lies, recorded in the table's paths.
         params: ``dev_fallback_fraction`` (the rest is for :func:`check_ingestion`).
+        utterance_meta: Lines of the optional ``utterances.csv`` sidecar (who spoke each
+            utterance, how it is phrased, which attributes its caption states).
 
     Returns:
         The utterance table and the quarantine table (stage ``ingestion``).
@@ -86,6 +90,7 @@ def ingest_corpus(
         corpus_root=corpus_root,
         bad_images=unreadable_images(image_files, named),
         dev_fallback_fraction=params.get("dev_fallback_fraction"),
+        utterance_meta=parse_utterance_meta(utterance_meta or [], quarantine),
     )
     return utterances, quarantine.frame()
 

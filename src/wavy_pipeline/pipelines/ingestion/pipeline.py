@@ -23,6 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "raw_image_files",
                     "params:corpus_root",
                     "params:ingestion",
+                    "raw_utterance_meta",
                 ],
                 outputs=["ingested_utterances", "ingestion_quarantine"],
                 name="ingest_corpus",

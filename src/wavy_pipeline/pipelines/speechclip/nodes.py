@@ -26,7 +26,8 @@ from wavy_pipeline.models.adapter import (
 from wavy_pipeline.models.plots import plot_training_history
 from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig, speechclip_loss
 from wavy_pipeline.models.train import TrainConfig, fit, refuse_nonfinite
-from wavy_pipeline.provenance import record
+from wavy_pipeline.pipelines import UNWIRED
+from wavy_pipeline.provenance import models_differ, record
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,12 @@ def evaluate_retrieval(
     corpus: dict[str, Any],
     run_provenance: dict[str, Any],
     params: dict[str, Any],
+    heldout: dict[str, Any] | None = UNWIRED,
 ) -> dict[str, Any]:
     """Retrieval on the test split, and separately on voices never heard in training, with
-    the corpus, dataset versions and run they were measured on (``provenance``)."""
+    the corpus, dataset versions and run they were measured on (``provenance``).
+    ``heldout``: the ``heldout`` pipeline's retrieval metrics (None when it never ran; not
+    an input of its own copy of this node), under ``heldout`` when of the same model."""
     test = split(utterances, "test", speech_features.keys)
     vocabulary = params.get("attribute_vocabulary")
     stores = (speech_features, image_embeddings, text_embeddings)
@@ -118,6 +122,21 @@ def evaluate_retrieval(
             "utterances",
         ],
     )
+    if heldout is not UNWIRED:
+        run = "`kedro run --pipelines heldout`, then this node again"
+        differ = heldout and models_differ(
+            metrics["provenance"], heldout.get("provenance") or {}, ["speechclip_model"]
+        )
+        if heldout and not differ:
+            metrics["heldout"] = {k: v for k, v in heldout.items() if k != "heldout"}
+        else:
+            reason = (
+                f"made with another model ({differ}): run {run}"
+                if differ
+                else f"no held-out retrieval metrics saved yet: run {run}"
+            )
+            logger.warning("heldout skipped: %s", reason)
+            metrics["skipped"] = {"heldout": reason}
     return metrics
 
 

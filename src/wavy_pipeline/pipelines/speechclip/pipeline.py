@@ -10,6 +10,9 @@ from wavy_pipeline.pipelines.speechclip.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """``heldout=False``: ``evaluate_retrieval`` without the held-out metrics as an input
+    (the ``heldout`` pipeline's own copy of it)."""
+    heldout = ["heldout.retrieval_metrics"] if kwargs.get("heldout", True) else []
     return Pipeline(
         [
             Node(
@@ -36,6 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "corpus_fingerprint",
                     "run_provenance",
                     "params:speechclip",
+                    *heldout,
                 ],
                 outputs="retrieval_metrics",
                 name="evaluate_retrieval",
