@@ -299,7 +299,7 @@ def provenance_lines(metrics: Mapping[str, Any], retrieval: Mapping[str, Any]) -
         )
         lines.append(
             f"- {title}: corpus `{corpus.get('root')}` (fingerprint `{corpus.get('fingerprint')}`), "
-            f"run `{run.get('session_id')}` (env {run.get('env')}, commit "
+            f"run `{run.get('session_id')}` (env {run.get('env') or 'base'}, commit "
             f"{run.get('git_commit') or 'unknown'}); from {versions}"
         )
     return lines
