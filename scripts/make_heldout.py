@@ -50,11 +50,9 @@ from make_spoken_shapes import (
     POSITIONS,
     SHAPES,
     SIZES,
-    SPLIT_FILES,
     disk_usage,
-    draw_image,
     trim_and_resample,
-    write_lines,
+    write_layout,
 )
 
 # espeak-ng voices and variants that no training corpus of this project may use.
@@ -324,24 +322,7 @@ def main() -> None:
     utts = make_utterances(rows, args.captions, rng)
 
     out: Path = args.out
-    for sub in ("flickr_audio", "Flicker8k_Dataset", "Flickr8k_text"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    (out / "Flicker8k_Dataset").mkdir(parents=True)
-    (out / "flickr_audio" / "wavs").mkdir(parents=True)
-    fields = ["image", "color", "shape", "size", "position", "cx", "cy", "radius", "background"]
-    with (out / "attributes.csv").open("w", newline="", encoding="ascii") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in sorted(rows, key=lambda r: r["image"]):
-            draw_image(row).save(out / "Flicker8k_Dataset" / row["image"], quality=90)
-            writer.writerow(row)
-    text, audio = out / "Flickr8k_text", out / "flickr_audio"
-    for split, name in SPLIT_FILES.items():
-        names = sorted(r["image"] for r in rows if r["split"] == split)
-        write_lines(text / f"Flickr_8k.{name}.txt", names)
-    write_lines(text / "Flickr8k.token.txt", [f"{u['image']}#{u['n']}\t{u['text']}" for u in utts])
-    write_lines(audio / "wav2capt.txt", [f"{u['wav']} {u['image']} #{u['n']}" for u in utts])
-    write_lines(audio / "wav2spk.txt", [f"{u['wav']} {u['speaker'].speaker}" for u in utts])
+    audio = write_layout(out, rows, utts, lambda r: r["background"], lambda u: u["speaker"].speaker)
     fields = ["wav", "speaker", "synthesiser", "voice", "phrasing", "snr_db", "states"]
     with (out / "utterances.csv").open("w", newline="", encoding="ascii") as f:
         writer = csv.writer(f, lineterminator="\n")

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +217,40 @@ def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="ascii")
 
 
+def write_layout(
+    out: Path,
+    rows: list[dict],
+    utts: list[dict],
+    background: Callable[[dict], str],
+    speaker: Callable[[dict], str],
+) -> Path:
+    """Write everything of the Flickr8k Audio layout but the audio: the images with
+    ``attributes.csv``, the split lists, the captions, ``wav2capt.txt`` and ``wav2spk.txt``
+    (earlier contents replaced). Returns the audio folder, whose ``wavs/`` is then filled."""
+    for sub in ("flickr_audio", "Flicker8k_Dataset", "Flickr8k_text", "attributes.csv"):
+        target = out / sub
+        if target.is_dir():
+            shutil.rmtree(target)
+        target.unlink(missing_ok=True)
+    (out / "Flicker8k_Dataset").mkdir(parents=True)
+    (out / "flickr_audio" / "wavs").mkdir(parents=True)
+    fields = ["image", "color", "shape", "size", "position", "cx", "cy", "radius", "background"]
+    with (out / "attributes.csv").open("w", newline="", encoding="ascii") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: r["image"]):
+            draw_image(row).save(out / "Flicker8k_Dataset" / row["image"], quality=90)
+            writer.writerow({**row, "background": background(row)})
+    text, audio = out / "Flickr8k_text", out / "flickr_audio"
+    for split, name in SPLIT_FILES.items():
+        names = sorted(r["image"] for r in rows if r["split"] == split)
+        write_lines(text / f"Flickr_8k.{name}.txt", names)
+    write_lines(text / "Flickr8k.token.txt", [f"{u['image']}#{u['n']}\t{u['text']}" for u in utts])
+    write_lines(audio / "wav2capt.txt", [f"{u['wav']} {u['image']} #{u['n']}" for u in utts])
+    write_lines(audio / "wav2spk.txt", [f"{u['wav']} {speaker(u)}" for u in utts])
+    return audio
+
+
 def write_readme(out: Path, rows: list[dict], utts: list[dict], seconds: float) -> None:
     """Describe the corpus: provenance, counts, voices and licence."""
     version = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True)
@@ -281,27 +316,10 @@ def main() -> None:
     utts = make_utterances(rows, rng)
 
     out: Path = args.out
-    for sub in ("flickr_audio", "Flicker8k_Dataset", "Flickr8k_text", "attributes.csv"):
-        target = out / sub
-        if target.is_dir():
-            shutil.rmtree(target)
-        target.unlink(missing_ok=True)
-    (out / "Flicker8k_Dataset").mkdir(parents=True)
-    (out / "flickr_audio" / "wavs").mkdir(parents=True)
-    fields = ["image", "color", "shape", "size", "position", "cx", "cy", "radius", "background"]
-    with (out / "attributes.csv").open("w", newline="", encoding="ascii") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in sorted(rows, key=lambda r: r["image"]):
-            draw_image(row).save(out / "Flicker8k_Dataset" / row["image"], quality=90)
-            writer.writerow({**row, "background": "#{:02x}{:02x}{:02x}".format(*row["bg"])})
-    text, audio = out / "Flickr8k_text", out / "flickr_audio"
-    for split, name in SPLIT_FILES.items():
-        names = sorted(r["image"] for r in rows if r["split"] == split)
-        write_lines(text / f"Flickr_8k.{name}.txt", names)
-    write_lines(text / "Flickr8k.token.txt", [f"{u['image']}#{u['n']}\t{u['text']}" for u in utts])
-    write_lines(audio / "wav2capt.txt", [f"{u['wav']} {u['image']} #{u['n']}" for u in utts])
-    write_lines(audio / "wav2spk.txt", [f"{u['wav']} {u['voice'].speaker}" for u in utts])
+    background = "#{:02x}{:02x}{:02x}".format
+    audio = write_layout(
+        out, rows, utts, lambda r: background(*r["bg"]), lambda u: u["voice"].speaker
+    )
 
     seconds = 0.0
     with tempfile.TemporaryDirectory() as tmp:
