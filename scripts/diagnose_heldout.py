@@ -44,10 +44,11 @@ from kedro.io import DataCatalog
 from sklearn.linear_model import LogisticRegression
 
 from wavy_pipeline.alignment import embed
+from wavy_pipeline.data.corpus import stated_attributes
 from wavy_pipeline.encode import text_embedding_stream
 from wavy_pipeline.evaluate import gather
 from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
-from wavy_pipeline.metrics.retrieval import attribute_consistent_r1, attributes_named
+from wavy_pipeline.metrics.retrieval import attribute_consistent_r1
 from wavy_pipeline.models.adapter import predict
 from wavy_pipeline.models.foundation_hubert import transcribe
 
@@ -129,15 +130,6 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def stated_attributes(utterances: pd.DataFrame, meta: pd.DataFrame | None, vocab) -> pd.Series:
-    """The attributes each caption states: the held-out corpus lists them, the demo's are
-    read from its captions with the demo vocabulary."""
-    if meta is not None:
-        states = meta.set_index("utterance_id")["states"].str.split()
-        return utterances["utterance_id"].map(states)
-    return utterances["caption"].map(lambda c: list(attributes_named(c, vocab)))
-
-
 def attribute_r1(query: np.ndarray, q_attr: pd.DataFrame, gallery: np.ndarray, g_attr) -> float:
     """Top-1 gallery image has the query's colour and shape (works across corpora)."""
 
@@ -162,14 +154,14 @@ def probe_table(train: dict, tests: dict[str, dict]) -> pd.DataFrame:
     train set's captions that state the attribute (chance in the last column)."""
     rows = {}
     for attr in ATTRIBUTES:
-        keep = train["stated"].map(lambda s, a=attr: a in s).to_numpy()
+        keep = train["stated"][attr].to_numpy()
         if keep.sum() < 10 or train["labels"][attr][keep].nunique() < 2:
             continue
         clf = LogisticRegression(max_iter=2000, C=1.0)
         clf.fit(train["x"][keep], train["labels"][attr][keep])
         row = {}
         for name, test in tests.items():
-            mask = test["stated"].map(lambda s, a=attr: a in s).to_numpy()
+            mask = test["stated"][attr].to_numpy()
             row[name] = (
                 clf.score(test["x"][mask], test["labels"][attr][mask]) if mask.any() else np.nan
             )
@@ -201,9 +193,6 @@ def main() -> None:
     work = args.workdir
     _, params = catalog_of(ROOT)
     vocab = params["speechclip"]["attribute_vocabulary"]
-    meta = pd.read_csv(heldout / "utterances.csv").assign(
-        utterance_id=lambda t: t["wav"].str.removesuffix(".wav")
-    )
 
     demo = dict(zip(
         ["utt", "feats", "img", "txt", "prompts"],
@@ -220,8 +209,6 @@ def main() -> None:
         ROOT, None, "speech_encoder@ctc", "speech_encoder@processor", "speechclip_model",
         "speech_adapter", "clip@processor",
     )  # fmt: skip
-    extra = [c for c in meta.columns if c == "utterance_id" or c not in held["utt"].columns]
-    held["utt"] = held["utt"].merge(meta[extra], on="utterance_id", how="left")
     print(f"# Held-out diagnosis: {heldout}\n")
 
     # 1. speech: CER per held-out speaker (the demo's own test split beside it)
@@ -311,7 +298,7 @@ def main() -> None:
             feats = torch.from_numpy(np.asarray(part["feats"].take("layers", ids), np.float32))
             x = pooled(predict(adapter, feats).numpy())
         labels = {a: frame[f"attr_{a}"].reset_index(drop=True) for a in ATTRIBUTES}
-        stated = stated_attributes(frame, meta if part is held else None, vocab)
+        stated = stated_attributes(frame, vocab)  # the sidecar's `states`, else the words
         return {"x": x, "labels": labels, "stated": stated.reset_index(drop=True)}
 
     demo_train = demo["utt"][demo["utt"]["split"] == "train"].reset_index(drop=True)
