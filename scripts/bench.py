@@ -132,11 +132,12 @@ def worker_speechclip_epoch(mode: str) -> dict:
     from kedro_datasets.partitions import PartitionedDataset  # noqa: PLC0415
     from transformers import CLIPModel, CLIPProcessor, HubertModel  # noqa: PLC0415
 
-    from wavy_pipeline.alignment import FeaturePairs, split  # noqa: PLC0415
-    from wavy_pipeline.datasets import ArrayStore, HubertInputs  # noqa: PLC0415
+    from wavy_pipeline.core.arrays import ArrayStore  # noqa: PLC0415
+    from wavy_pipeline.core.hubert_inputs import HubertInputs  # noqa: PLC0415
     from wavy_pipeline.models.losses import masked_info_nce  # noqa: PLC0415
     from wavy_pipeline.models.speech_features import hubert_layer_features  # noqa: PLC0415
     from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig  # noqa: PLC0415
+    from wavy_pipeline.speechclip.alignment import FeaturePairs, split  # noqa: PLC0415
 
     torch.manual_seed(0)
     speech = ArrayStore(_latest("speech_features"))
@@ -203,7 +204,7 @@ def worker_generation(batch_size: str, limit: str) -> dict:
     from kedro.framework.session import KedroSession  # noqa: PLC0415
     from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
 
-    from wavy_pipeline.generate import generation_stream  # noqa: PLC0415
+    from wavy_pipeline.generation.generate import generation_stream  # noqa: PLC0415
 
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT) as session:
@@ -241,7 +242,7 @@ def worker_adapter(overrides: str) -> dict:
     import pandas as pd  # noqa: PLC0415
     import yaml  # noqa: PLC0415
 
-    from wavy_pipeline.datasets import ArrayStore  # noqa: PLC0415
+    from wavy_pipeline.core.arrays import ArrayStore  # noqa: PLC0415
     from wavy_pipeline.models.speechclip import SpeechCLIP  # noqa: PLC0415
     from wavy_pipeline.pipelines.speechclip.nodes import train_speech_adapter  # noqa: PLC0415
 
@@ -347,7 +348,7 @@ def worker_scoring(batch_size: str, device: str) -> dict:
     from kedro.framework.session import KedroSession  # noqa: PLC0415
     from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
 
-    from wavy_pipeline import evaluate  # noqa: PLC0415
+    from wavy_pipeline.evaluation import scoring  # noqa: PLC0415
     from wavy_pipeline.pipelines.evaluation.nodes import _judge  # noqa: PLC0415
 
     bootstrap_project(ROOT)
@@ -363,15 +364,15 @@ def worker_scoring(batch_size: str, device: str) -> dict:
     index = generated.index.merge(utterances[["utterance_id", *attributes]], on="utterance_id")
     judge = _judge(utterances, params, {})
     start = time.perf_counter()
-    scored = evaluate.score_images(
+    scored = scoring.score_images(
         index, generated, truth, model, processor, judge, batch_size=int(batch_size), device=device
     )
     scoring = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate.evaluation_summary(scored, "bench", None, r_precision_repeats=10)
+    scoring.evaluation_summary(scored, "bench", None, r_precision_repeats=10)
     summary = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate._summary(scored.table, judged=False)
+    scoring._summary(scored.table, judged=False)
     before = time.perf_counter() - start
     return {
         "images": len(index),
@@ -580,7 +581,7 @@ def sequence_variance_shares(path: str, ranks: tuple[int, ...]) -> list[float]:
     the 77 positions as columns, squared singular values."""
     import numpy as np  # noqa: PLC0415
 
-    from wavy_pipeline.datasets import ArrayStore  # noqa: PLC0415
+    from wavy_pipeline.core.arrays import ArrayStore  # noqa: PLC0415
 
     hidden = np.asarray(ArrayStore(path)["hidden"], np.float64)
     hidden -= hidden.mean(0, keepdims=True)

@@ -43,14 +43,14 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog
 from sklearn.linear_model import LogisticRegression
 
-from wavy_pipeline.alignment import embed
+from wavy_pipeline.core.arrays import gather
 from wavy_pipeline.data.corpus import stated_attributes
-from wavy_pipeline.encode import text_embedding_stream
-from wavy_pipeline.evaluate import gather
+from wavy_pipeline.features.encode import text_embedding_stream
 from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
 from wavy_pipeline.metrics.retrieval import attribute_consistent_r1
 from wavy_pipeline.models.adapter import predict
 from wavy_pipeline.models.foundation_hubert import transcribe
+from wavy_pipeline.speechclip.alignment import embed
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["ingestion", "audio", "features"]  # incl. prompt targets, for the probes

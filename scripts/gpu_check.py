@@ -51,8 +51,8 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from wavy_pipeline.encode import speech_feature_stream
-from wavy_pipeline.generate import generation_stream
+from wavy_pipeline.features.encode import speech_feature_stream
+from wavy_pipeline.generation.generate import generation_stream
 from wavy_pipeline.models import architectures as arch
 from wavy_pipeline.models import speechclip as speechclip_module
 from wavy_pipeline.models.adapter import AdapterConfig, SpeechPromptAdapter, distillation_loss
@@ -386,7 +386,7 @@ def stage_hubert(ctx: Context) -> Result:
 
 
 class TimedPairs(torch.utils.data.Dataset):
-    """Items as :class:`~wavy_pipeline.alignment.FeaturePairs` makes them (an fp16 cache
+    """Items as :class:`~wavy_pipeline.speechclip.alignment.FeaturePairs` makes them (an fp16 cache
     row read into float32, the image embedding, the image number), with the time at which
     ``fit`` starts collating each batch: consecutive stamps are one training step apart."""
 

@@ -29,22 +29,18 @@ from transformers import CLIPModel, CLIPProcessor, HubertModel
 
 import wavy_pipeline.models.train as train_module
 from wavy_pipeline import distributed
+from wavy_pipeline.core.arrays import ArrayStore
+from wavy_pipeline.core.hubert_inputs import HubertInputs
+from wavy_pipeline.core.images import ImageCollection
 from wavy_pipeline.data.audio import UtteranceInput
-from wavy_pipeline.datasets import (
-    ArrayStore,
-    ArrayStoreDataset,
-    HubertInputs,
-    HubertInputsDataset,
-    ImageCollectionDataset,
-)
-from wavy_pipeline.datasets.images import ImageCollection
-from wavy_pipeline.encode import (
+from wavy_pipeline.datasets import ArrayStoreDataset, HubertInputsDataset, ImageCollectionDataset
+from wavy_pipeline.features.encode import (
     image_embedding_stream,
     prompt_embedding_stream,
     speech_feature_stream,
     text_embedding_stream,
 )
-from wavy_pipeline.generate import (
+from wavy_pipeline.generation.generate import (
     _generators,
     attention_backends,
     generation_stream,

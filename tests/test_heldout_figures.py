@@ -7,12 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wavy_pipeline.alignment import _per_group
-from wavy_pipeline.evaluate import group_summaries, stated_accuracy, stated_counts, worst_group
-from wavy_pipeline.generate import first_utterances
+from wavy_pipeline.evaluation.report import group_rows
+from wavy_pipeline.evaluation.scoring import (
+    group_summaries,
+    stated_accuracy,
+    stated_counts,
+    worst_group,
+)
+from wavy_pipeline.generation.generate import first_utterances
 from wavy_pipeline.pipelines.evaluation.nodes import heldout_block
 from wavy_pipeline.provenance import models_differ, namespace_view
-from wavy_pipeline.report import group_rows
+from wavy_pipeline.speechclip.alignment import _per_group
 
 
 def _rows() -> pd.DataFrame:

@@ -41,7 +41,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog, Version
 from safetensors.torch import load_file
 
-from wavy_pipeline.datasets import ArrayStream
+from wavy_pipeline.core.arrays import ArrayStream
 from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent(
         time.sleep(0.05 if n < 4 else 60)  # after 4 steps: wait for the kill
 
     if entry == "speech_features":  # a streamed folder of .npy files (ArrayStoreDataset)
-        from wavy_pipeline.datasets import ArrayStream
+        from wavy_pipeline.core.arrays import ArrayStream
         rows, width = 4096, 2048  # 32 MB of float32
         def blocks():
             for n, start in enumerate(range(0, rows, 256)):

@@ -44,7 +44,7 @@ def drain(data: Any) -> None:
     instead of saving. ``ArrayStream`` blocks and iterators (the generation stream) are
     consumed; other outputs (tables, models, re-iterable streams such as the audio stage's,
     which hold no collective) are left alone."""
-    from wavy_pipeline.datasets.arrays import ArrayStream  # noqa: PLC0415 - see _distributed
+    from wavy_pipeline.core.arrays import ArrayStream  # noqa: PLC0415 - see _distributed
 
     if isinstance(data, ArrayStream):
         data = data.blocks

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kedro.io.core import DatasetError
 from transformers import AutoFeatureExtractor
 
 from wavy_pipeline.data.audio import (
     Audio,
     AudioPolicy,
     HubertInputStream,
+    UnreadableAudioError,
     crop,
     prepare,
     resample,
@@ -106,7 +106,9 @@ def test_processor_output_is_zero_mean_unit_variance_per_utterance(feature_extra
 
 def test_stream_quarantines_unreadable_and_missing_files(feature_extractor):
     def unreadable():
-        raise DatasetError("Failed while loading data\nunreadable audio: Format not recognised")
+        raise UnreadableAudioError(
+            "Failed while loading data\nunreadable audio: Format not recognised"
+        )
 
     audio = {"good": lambda: speech_like(1.0, 16000), "bad": unreadable}
     stream = HubertInputStream(

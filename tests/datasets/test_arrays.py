@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from wavy_pipeline.datasets.arrays import ArrayStoreDataset, ArrayStream
+from wavy_pipeline.core.arrays import ArrayStream
+from wavy_pipeline.datasets.arrays import ArrayStoreDataset
 
 
 def save(path, values: np.ndarray, keys: list[str]):

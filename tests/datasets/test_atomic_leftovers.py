@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from wavy_pipeline.datasets._atomic import _host, sweep_dead_temps
+from wavy_pipeline.core.atomic import _host, sweep_dead_temps
 
 
 def dead_pid() -> int:

@@ -15,6 +15,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
     ClipTrainConfig,
     HubertTrainConfig,
@@ -24,8 +25,6 @@ from wavy_pipeline.models.foundation import (
     build_clip_tokenizer,
     build_ctc_processor,
     ctc_greedy_decode,
-    encode_clip_images,
-    encode_clip_texts,
     hubert_hidden_states,
     train_clip,
     train_hubert_ctc,

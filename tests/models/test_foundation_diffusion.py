@@ -14,6 +14,7 @@ from diffusers import (
 )
 from transformers import CLIPModel
 
+from wavy_pipeline.models.clip_encoding import encode_prompts
 from wavy_pipeline.models.foundation_clip import TinyClipConfig, build_clip_tokenizer
 from wavy_pipeline.models.foundation_diffusion import (
     DiffusionTrainConfig,
@@ -21,7 +22,6 @@ from wavy_pipeline.models.foundation_diffusion import (
     build_pipeline,
     diffusion_loss,
     encode_latent_dist,
-    encode_texts,
     folder_size_bytes,
     images_to_tensor,
     text_encoder_from_clip,
@@ -124,7 +124,7 @@ def test_tiny_shapes(config, text_tower, squares):
     assert pixels.shape == (2, 3, 64, 64) and -1 <= pixels.min() and pixels.max() <= 1
     mean, std = encode_latent_dist(vae, pixels)
     assert mean.shape == std.shape == (2, 4, 16, 16)
-    states = encode_texts(text_encoder, tokenizer, ["a red square", ""])
+    states = encode_prompts(text_encoder, tokenizer, ["a red square", ""])
     assert states.shape == (2, 77, HIDDEN)
     with torch.no_grad():
         eps = unet(mean, torch.tensor([10, 500]), encoder_hidden_states=states).sample
@@ -137,7 +137,7 @@ def test_text_encoder_matches_clip_text_tower(text_tower, squares):
     ids = tokenizer(["a blue square"], padding="max_length", max_length=77, return_tensors="pt")
     with torch.no_grad():
         ref = clip.text_model(input_ids=ids.input_ids).last_hidden_state
-    torch.testing.assert_close(encode_texts(text_encoder, tokenizer, ["a blue square"]), ref)
+    torch.testing.assert_close(encode_prompts(text_encoder, tokenizer, ["a blue square"]), ref)
 
 
 def test_vae_training_decreases_loss_and_sets_scaling(config, squares):
@@ -167,7 +167,7 @@ def test_unet_training_decreases_loss(config, text_tower, squares):
     vae = train_vae(images, config, _train_cfg())
     mean, _ = encode_latent_dist(vae, images_to_tensor(images))
     latents = mean * vae.config.scaling_factor
-    states = encode_texts(text_encoder, tokenizer, [c[0] for c in captions])
+    states = encode_prompts(text_encoder, tokenizer, [c[0] for c in captions])
     torch.manual_seed(0)
     unet = config.build_unet()
     scheduler = config.build_noise_scheduler()

@@ -215,7 +215,7 @@ def clip_embeddings(params, tokenizer):
     """ViT-L/14 embedding of one Flickr-sized photo and CLIP text embedding of its caption."""
     from PIL import Image
 
-    from wavy_pipeline.encode import image_embedding_stream, text_embedding_stream
+    from wavy_pipeline.features.encode import image_embedding_stream, text_embedding_stream
 
     pixels = np.random.default_rng(1).integers(0, 256, (375, 500, 3), dtype=np.uint8)
     photo = Image.fromarray(pixels)
@@ -255,7 +255,7 @@ def text_encoder():
 @pytest.fixture(scope="module")
 def prompt_target(params, text_encoder, tokenizer):
     """SD's conditioning of the caption (what the adapter learns), as the features cache it."""
-    from wavy_pipeline.encode import prompt_embedding_stream
+    from wavy_pipeline.features.encode import prompt_embedding_stream
 
     stream = prompt_embedding_stream(
         [UTTERANCE],
@@ -424,7 +424,7 @@ def test_generation_stream_with_the_full_size_pipeline(params, pipe, adapter, sp
 
     import pandas as pd
 
-    from wavy_pipeline.generate import generation_stream
+    from wavy_pipeline.generation.generate import generation_stream
 
     utterances = pd.DataFrame(
         {

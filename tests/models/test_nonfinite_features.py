@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from kedro.io import Version
 
-from wavy_pipeline.datasets import ArrayStoreDataset, ArrayStream
+from wavy_pipeline.core.arrays import ArrayStream
+from wavy_pipeline.datasets import ArrayStoreDataset
 from wavy_pipeline.models.train import refuse_nonfinite
 from wavy_pipeline.pipelines.speechclip.nodes import train_speechclip
 

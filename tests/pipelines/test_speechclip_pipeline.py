@@ -8,7 +8,8 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset, Version
 from kedro.runner import SequentialRunner
 
-from wavy_pipeline.datasets import ArrayStoreDataset, ArrayStream
+from wavy_pipeline.core.arrays import ArrayStream
+from wavy_pipeline.datasets import ArrayStoreDataset
 from wavy_pipeline.pipelines import speechclip
 
 COLORS, SHAPES = ["red", "green", "blue"], ["circle", "square"]

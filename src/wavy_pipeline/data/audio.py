@@ -13,10 +13,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import soxr
-from kedro.io.core import DatasetError
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
+
+
+class UnreadableAudioError(Exception):
+    """An audio file that cannot be decoded (unreadable, truncated, too long); its message is
+    the reason a quarantine table shows. A loader raises it; :class:`HubertInputStream`
+    quarantines the utterance instead of stopping."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,7 @@ class HubertInputStream:
                     )
                 )
                 continue
-            except DatasetError as exc:
+            except UnreadableAudioError as exc:
                 reason = str(exc).strip().splitlines()[-1][:300]
                 results.append(UtteranceInput(utterance_id, None, reason=reason, source=source))
                 continue

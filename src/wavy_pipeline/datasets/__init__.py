@@ -1,22 +1,21 @@
-"""Custom Kedro datasets: every persisted intermediate is versioned and saved atomically."""
+"""Custom Kedro datasets: every persisted intermediate is versioned and saved atomically.
 
-from wavy_pipeline.datasets.arrays import ArrayStore, ArrayStoreDataset, ArrayStream
+Thin wrappers: the formats and value types they read and write are in :mod:`wavy_pipeline.core`.
+"""
+
+from wavy_pipeline.datasets.arrays import ArrayStoreDataset
 from wavy_pipeline.datasets.figures import FigureDataset
-from wavy_pipeline.datasets.hubert_inputs import HubertInputs, HubertInputsDataset
-from wavy_pipeline.datasets.images import ImageCollection, ImageCollectionDataset
+from wavy_pipeline.datasets.hubert_inputs import HubertInputsDataset
+from wavy_pipeline.datasets.images import ImageCollectionDataset
 from wavy_pipeline.datasets.pretrained import PretrainedDataset
 from wavy_pipeline.datasets.raw import AudioDataset, ImageFileDataset, TextLinesDataset
 from wavy_pipeline.datasets.report import ReportDataset
 from wavy_pipeline.datasets.tables import JSONDataset, ParquetTableDataset
 
 __all__ = [
-    "ArrayStore",
     "ArrayStoreDataset",
-    "ArrayStream",
     "FigureDataset",
     "AudioDataset",
-    "HubertInputs",
-    "ImageCollection",
     "ImageCollectionDataset",
     "HubertInputsDataset",
     "ImageFileDataset",

@@ -1,34 +1,12 @@
-"""A collection of images (one PNG each) with an index table: versioned, atomic, streamed.
-
-PartitionedDataset cannot be versioned as a whole; generated images must be one version
-per run, so this dataset writes ``index.parquet`` + ``images/<file>.png`` into one folder
-that appears under its final name only when every image is written.
-"""
+"""The Kedro dataset of :mod:`wavy_pipeline.core.images` (generated images)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
-from PIL import Image
-
+from wavy_pipeline.core.images import ImageCollection, write_images
 from wavy_pipeline.datasets._atomic import AtomicVersionedDataset
-
-
-class ImageCollection:
-    """Read side: ``index`` (one row per image, with its ``file``) and lazy image loading."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.index = pd.read_parquet(self.path / "index.parquet")
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def image(self, file: str) -> Image.Image:
-        with Image.open(self.path / "images" / file) as image:
-            return image.convert("RGB")
 
 
 class ImageCollectionDataset(AtomicVersionedDataset[Iterable, ImageCollection]):
@@ -42,11 +20,4 @@ class ImageCollectionDataset(AtomicVersionedDataset[Iterable, ImageCollection]):
         return ImageCollection(path)
 
     def _write(self, data: Iterable, path: Path) -> None:
-        folder = path / "images"
-        folder.mkdir(parents=True)
-        rows = []
-        for number, (row, image) in enumerate(data):
-            file = row.get("file") or f"{number:06d}.png"
-            image.save(folder / file, format="PNG")
-            rows.append({**row, "file": file})
-        pd.DataFrame(rows).to_parquet(path / "index.parquet", index=False)
+        write_images(data, path)

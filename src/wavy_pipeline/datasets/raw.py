@@ -11,7 +11,7 @@ from kedro.io import AbstractDataset
 from kedro.io.core import DatasetError
 from PIL import Image, UnidentifiedImageError
 
-from wavy_pipeline.data.audio import Audio
+from wavy_pipeline.data.audio import Audio, UnreadableAudioError
 from wavy_pipeline.data.images import to_rgb
 
 
@@ -78,12 +78,18 @@ def truncation(extra_info: str) -> str | None:
     )
 
 
+class AudioFileError(DatasetError, UnreadableAudioError):
+    """A ``DatasetError`` (what Kedro and the callers of a dataset expect) that the audio
+    stage also knows as its own :class:`~wavy_pipeline.data.audio.UnreadableAudioError`,
+    so an unreadable file is quarantined, never a crash."""
+
+
 class AudioDataset(AbstractDataset[None, Audio]):
     """One audio file read with soundfile (wav, flac, ogg, … whatever libsndfile reads).
 
     Used as the per-file dataset of a ``PartitionedDataset`` over ``wavs/``; loading is
-    lazy there, so listing 40,000 files costs nothing. Unreadable and truncated files
-    raise ``DatasetError`` with the reason, which the audio pipeline quarantines.
+    lazy there, so listing 40,000 files costs nothing. Unreadable, truncated and too long
+    files raise :class:`AudioFileError` with the reason, which the audio pipeline quarantines.
 
     Args:
         filepath: Path of the audio file.
@@ -103,16 +109,16 @@ class AudioDataset(AbstractDataset[None, Audio]):
             with sf.SoundFile(self._filepath) as handle:
                 sample_rate = handle.samplerate
                 if self._max_seconds and handle.frames > self._max_seconds * sample_rate:
-                    raise DatasetError(
+                    raise AudioFileError(
                         f"audio is {handle.frames / sample_rate:.0f} s long, more than "
                         f"max_seconds={self._max_seconds:g}"
                     )
                 truncated = truncation(handle.extra_info)
                 if truncated:
-                    raise DatasetError(truncated)
+                    raise AudioFileError(truncated)
                 samples = handle.read(dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise DatasetError(f"unreadable audio: {exc}") from exc
+            raise AudioFileError(f"unreadable audio: {exc}") from exc
         return Audio(samples=samples, sample_rate=sample_rate)
 
     def save(self, data: None) -> None:

@@ -92,7 +92,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wavy_pipeline.datasets._atomic import atomic_write
+from wavy_pipeline.core.atomic import atomic_write
 from wavy_pipeline.models.speechclip import (
     AttentivePooling,
     CLSTransformerPooling,

@@ -15,8 +15,6 @@ from wavy_pipeline.models.foundation_clip import (
     build_clip_image_processor,
     build_clip_processor,
     build_clip_tokenizer,
-    encode_clip_images,
-    encode_clip_texts,
     train_clip,
 )
 from wavy_pipeline.models.foundation_hubert import (
@@ -41,8 +39,6 @@ __all__ = [
     "build_clip_tokenizer",
     "build_ctc_processor",
     "ctc_greedy_decode",
-    "encode_clip_images",
-    "encode_clip_texts",
     "hubert_hidden_states",
     "pad_waveforms",
     "seed_everything",

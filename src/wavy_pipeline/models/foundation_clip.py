@@ -249,34 +249,6 @@ def _token_ids(processor: CLIPProcessor, captions: Sequence[str]) -> torch.Tenso
     )["input_ids"]
 
 
-@torch.inference_mode()
-def encode_clip_texts(
-    model: CLIPModel, processor: CLIPProcessor, captions: Sequence[str], batch_size: int = 64
-) -> np.ndarray:
-    """L2-normalised projected text embeddings, (N, projection_dim) float32."""
-    model.eval()
-    ids = _token_ids(processor, captions)
-    chunks = [
-        model.get_text_features(input_ids=ids[i : i + batch_size]).pooler_output
-        for i in range(0, len(ids), batch_size)
-    ]
-    return F.normalize(torch.cat(chunks), dim=-1).numpy()
-
-
-@torch.inference_mode()
-def encode_clip_images(
-    model: CLIPModel, processor: CLIPProcessor, images: Sequence[Image.Image], batch_size: int = 64
-) -> np.ndarray:
-    """L2-normalised projected image embeddings, (N, projection_dim) float32."""
-    model.eval()
-    pixels = _pixel_values(processor, images)
-    chunks = [
-        model.get_image_features(pixel_values=pixels[i : i + batch_size]).pooler_output
-        for i in range(0, len(pixels), batch_size)
-    ]
-    return F.normalize(torch.cat(chunks), dim=-1).numpy()
-
-
 # --------------------------------------------------------------------------- training
 def _random_shift(pixels: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
     """Translate each image by up to ``max_shift`` px (edge-replicated border)."""
@@ -423,7 +395,5 @@ __all__ = [
     "build_clip_processor",
     "build_clip_tokenizer",
     "bytes_to_unicode",
-    "encode_clip_images",
-    "encode_clip_texts",
     "train_clip",
 ]

@@ -51,6 +51,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
+from wavy_pipeline.models.clip_encoding import encode_prompts, prompt_length
 from wavy_pipeline.models.foundation_hubert import _as_train_cfg, _lr_lambda, seed_everything
 
 ImagesLike = Sequence[Image.Image] | np.ndarray | torch.Tensor
@@ -248,35 +249,6 @@ def text_encoder_from_clip(clip: CLIPModel) -> CLIPTextModel:
     target = getattr(text_encoder, "text_model", text_encoder)
     target.load_state_dict(clip.text_model.state_dict())
     return text_encoder.eval()
-
-
-def _context_length(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer) -> int:
-    """Padding length: the tokenizer's ``model_max_length`` capped by the encoder's context
-    (a tokenizer saved without it reports a huge sentinel value)."""
-    return min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-
-
-@torch.inference_mode()
-def encode_texts(
-    text_encoder: CLIPTextModel,
-    tokenizer: CLIPTokenizer,
-    texts: Sequence[str],
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """(N, 77, hidden) ``last_hidden_state``, tokenised exactly as SD's ``encode_prompt``."""
-    text_encoder.eval()
-    max_length = _context_length(text_encoder, tokenizer)
-    chunks = []
-    for i in range(0, len(texts), batch_size):
-        ids = tokenizer(
-            list(texts[i : i + batch_size]),
-            padding="max_length",
-            max_length=max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        chunks.append(text_encoder(ids.to(text_encoder.device))[0].float().cpu())
-    return torch.cat(chunks)
 
 
 @torch.inference_mode()
@@ -485,7 +457,7 @@ def train_unet(
     per_image = [[c] if isinstance(c, str) else list(c) for c in captions]
     texts = list(dict.fromkeys(["", *(c for caps in per_image for c in caps)]))
     index = {t: i for i, t in enumerate(texts)}
-    states = encode_texts(text_encoder, tokenizer, texts)
+    states = encode_prompts(text_encoder, tokenizer, texts)
     caption_ids = [[index[c] for c in caps] for caps in per_image]
 
     noise_scheduler = config.build_noise_scheduler()
@@ -564,7 +536,7 @@ def build_pipeline(
     that ``StableDiffusionPipeline.from_pretrained(dir)`` loads like SD v1.4. The tokenizer's
     ``model_max_length`` (SD pads prompts to it) is set to the encoder's context if missing.
     """
-    tokenizer.model_max_length = _context_length(text_encoder, tokenizer)
+    tokenizer.model_max_length = prompt_length(text_encoder, tokenizer)
     return StableDiffusionPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
@@ -623,7 +595,6 @@ __all__ = [
     "count_parameters",
     "diffusion_loss",
     "encode_latent_dist",
-    "encode_texts",
     "folder_size_bytes",
     "images_to_tensor",
     "text_encoder_from_clip",

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wavy_pipeline.datasets._atomic import atomic_write
+from wavy_pipeline.core.atomic import atomic_write
 from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.train import gather_for_loss
 

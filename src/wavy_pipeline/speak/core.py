@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from wavy_pipeline.data.audio import Audio, AudioPolicy, HubertInputStream, UtteranceInput
-from wavy_pipeline.generate import _generators, prepare_pipeline, utterance_seed
+from wavy_pipeline.generation.generate import _generators, prepare_pipeline, utterance_seed
 from wavy_pipeline.models.foundation_hubert import ctc_greedy_decode
 from wavy_pipeline.models.speech_features import hubert_layer_features
 

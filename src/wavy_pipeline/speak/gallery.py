@@ -6,7 +6,7 @@ import html
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from wavy_pipeline.datasets.images import ImageCollection
+from wavy_pipeline.core.images import ImageCollection
 from wavy_pipeline.speak.core import STAGES, Heard
 
 

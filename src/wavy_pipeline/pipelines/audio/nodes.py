@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from wavy_pipeline.core.hubert_inputs import HubertInputs
 from wavy_pipeline.data.audio import Audio, AudioPolicy, HubertInputStream, utterance_keys
-from wavy_pipeline.datasets.hubert_inputs import HubertInputs
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import pandas as pd
 
+from wavy_pipeline.core.images import ImageCollection
 from wavy_pipeline.data.corpus import stated_attributes
-from wavy_pipeline.datasets.images import ImageCollection
-from wavy_pipeline.evaluate import evaluation_summary, judge_accuracy, score_images
+from wavy_pipeline.evaluation.report import image_grid, markdown, pick_examples, score_charts
+from wavy_pipeline.evaluation.scoring import evaluation_summary, judge_accuracy, score_images
 from wavy_pipeline.metrics.attribute_judge import AttributeJudge
 from wavy_pipeline.metrics.distribution import inception_extractor
 from wavy_pipeline.pipelines import UNWIRED
 from wavy_pipeline.provenance import check_compatible, models_differ, record
-from wavy_pipeline.report import image_grid, markdown, pick_examples, score_charts
 
 logger = logging.getLogger(__name__)
 

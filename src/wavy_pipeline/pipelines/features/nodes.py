@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from wavy_pipeline.datasets.arrays import ArrayStream
-from wavy_pipeline.datasets.hubert_inputs import HubertInputs
-from wavy_pipeline.encode import (
+from wavy_pipeline.core.arrays import ArrayStream
+from wavy_pipeline.core.hubert_inputs import HubertInputs
+from wavy_pipeline.features.encode import (
     image_embedding_stream,
     prompt_embedding_stream,
     speech_feature_stream,

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wavy_pipeline.datasets.hubert_inputs import HubertInputs
+from wavy_pipeline.core.hubert_inputs import HubertInputs
 from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
 from wavy_pipeline.metrics.retrieval import recall_at_k
+from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
     ClipTrainConfig,
     HubertTrainConfig,
@@ -21,8 +22,6 @@ from wavy_pipeline.models.foundation import (
     build_clip_processor,
     build_clip_tokenizer,
     build_ctc_processor,
-    encode_clip_images,
-    encode_clip_texts,
     train_clip,
     train_hubert_ctc,
     transcribe,

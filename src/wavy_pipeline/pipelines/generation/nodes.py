@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from wavy_pipeline.datasets.arrays import ArrayStore
-from wavy_pipeline.generate import first_utterances, generation_stream
+from wavy_pipeline.core.arrays import ArrayStore
+from wavy_pipeline.generation.generate import first_utterances, generation_stream
 
 logger = logging.getLogger(__name__)
 

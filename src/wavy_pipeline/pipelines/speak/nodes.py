@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from wavy_pipeline.core.arrays import ArrayStore
+from wavy_pipeline.core.images import ImageCollection
 from wavy_pipeline.data.audio import Audio, AudioPolicy
 from wavy_pipeline.data.corpus import Quarantine
-from wavy_pipeline.datasets.arrays import ArrayStore
-from wavy_pipeline.datasets.images import ImageCollection
 from wavy_pipeline.speak.core import Speaker, SpeakSettings
 from wavy_pipeline.speak.gallery import gallery_files, image_rows
 

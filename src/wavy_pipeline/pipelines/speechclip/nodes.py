@@ -9,14 +9,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from wavy_pipeline.alignment import (
-    FeaturePairs,
-    PromptPairs,
-    retrieval_metrics,
-    speech_to_image_recall,
-    split,
-)
-from wavy_pipeline.datasets.arrays import ArrayStore
+from wavy_pipeline.adapter.distillation import PromptPairs, caption_gallery
+from wavy_pipeline.core.arrays import ArrayStore
 from wavy_pipeline.models.adapter import (
     AdapterConfig,
     SpeechPromptAdapter,
@@ -28,6 +22,12 @@ from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig, speech
 from wavy_pipeline.models.train import TrainConfig, fit, refuse_nonfinite
 from wavy_pipeline.pipelines import UNWIRED
 from wavy_pipeline.provenance import models_differ, record
+from wavy_pipeline.speechclip.alignment import (
+    FeaturePairs,
+    retrieval_metrics,
+    speech_to_image_recall,
+    split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +155,7 @@ def train_speech_adapter(
     )
     dev_rows = split(utterances, "dev", speech_features.keys)
     dev = PromptPairs(dev_rows, speech_features, prompt_targets).stacked()
-    captions = sorted(dev_rows["caption"].unique())
-    first = dev_rows.drop_duplicates("caption").set_index("caption")["utterance_id"]
-    gallery = torch.from_numpy(
-        prompt_targets.take("hidden", [first[c] for c in captions]).astype("float32")
-    )
-    index = torch.tensor([captions.index(c) for c in dev_rows["caption"]])
+    gallery, index = caption_gallery(dev_rows, prompt_targets)
     config = AdapterConfig(text_dim=prompt_targets.meta["specs"]["hidden"][0][1], **params["model"])
     torch.manual_seed(seed)
     adapter = SpeechPromptAdapter(config, speechclip_model)

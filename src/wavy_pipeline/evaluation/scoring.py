@@ -5,8 +5,8 @@ Inception Score), per ranking (R-precision), and a shuffled-caption control.
 Every network runs where the one device policy puts it (:func:`~wavy_pipeline.models.
 device.prepare_model`: ``evaluation.device`` / ``dtype``), in batches of
 ``evaluation.batch_size`` through the same batching as the features and generation stages
-(:mod:`wavy_pipeline.encode`, :func:`wavy_pipeline.distributed.map_batches`), and each image
-goes through each network once: the CLIP embeddings serve CLIP score, R-precision and
+(:func:`wavy_pipeline.distributed.map_batches`) and the one CLIP encoder
+(:mod:`wavy_pipeline.models.clip_encoding`), and each image goes through each network once: the CLIP embeddings serve CLIP score, R-precision and
 ``fd_clip``; Inception-v3's one pass serves FID, KID and Inception Score.
 """
 
@@ -23,11 +23,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from wavy_pipeline.core.images import ImageCollection
 from wavy_pipeline.data.corpus import STATED_ATTRIBUTES
-from wavy_pipeline.datasets.arrays import ArrayStream
-from wavy_pipeline.datasets.images import ImageCollection
 from wavy_pipeline.distributed import map_batches
-from wavy_pipeline.encode import image_embedding_stream, text_embedding_stream
 from wavy_pipeline.metrics.attribute_judge import AttributeJudge
 from wavy_pipeline.metrics.clip_score import clip_score, cosine
 from wavy_pipeline.metrics.distribution import (
@@ -42,6 +40,7 @@ from wavy_pipeline.metrics.r_precision import (
     mismatched_captions,
     r_precision_repeated,
 )
+from wavy_pipeline.models.clip_encoding import clip_image_embeddings, clip_text_embeddings
 from wavy_pipeline.models.device import prepare_model
 
 logger = logging.getLogger(__name__)
@@ -75,13 +74,20 @@ class Scored:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def gather(stream: ArrayStream, name: str) -> np.ndarray:
-    """The rows of one array of a lazy :class:`ArrayStream`, in memory, in key order."""
-    shape, dtype = stream.specs[name]
-    out = np.empty((len(stream.keys), *shape), dtype=dtype)
-    for start, block in stream.blocks:
-        out[start : start + len(block[name])] = block[name]
-    return out
+def _embed_all(
+    items: Sequence,
+    embed: Callable[[Sequence], torch.Tensor],
+    batch_size: int,
+    width: int,
+    desc: str,
+) -> np.ndarray:
+    """``embed`` over ``items`` in batches (shared out over the processes and gathered in
+    order, as every stage batches), the (N, width) rows in memory."""
+    batches = map_batches(
+        len(items), batch_size, lambda start, stop: embed(items[start:stop]), desc=desc, unit="row"
+    )
+    parts = [rows.numpy() for _, _, rows in batches]
+    return np.concatenate(parts) if parts else np.empty((0, width), np.float32)
 
 
 def inception_features(
@@ -131,27 +137,25 @@ def score_images(
     vs the same caption, image–image cosine to the ground truth, judged attributes; and
     the embeddings the set-level metrics need (:class:`Scored`)."""
     index = index.reset_index(drop=True)
-    options = {"batch_size": batch_size, "device": device, "dtype": dtype}
     files = index["file"].tolist()
     pictures = {f: partial(generated.image, f) for f in files}
     truth_ids = sorted(index["image_id"].unique())
     texts = sorted(index["caption"].unique())
-    gen_emb = gather(
-        image_embedding_stream(
-            files, pictures, clip_model, clip_processor.image_processor, **options
-        ),
-        "embedding",
+    prepare_model(clip_model, device, dtype)
+    width = clip_model.config.projection_dim
+
+    def embed_images(loaders: Sequence[Callable[[], Image.Image]]) -> torch.Tensor:
+        batch = [load().convert("RGB") for load in loaders]
+        return clip_image_embeddings(clip_model, clip_processor.image_processor, batch)
+
+    embed_texts = partial(clip_text_embeddings, clip_model, clip_processor.tokenizer)
+    gen_emb = _embed_all(
+        [pictures[f] for f in files], embed_images, batch_size, width, "CLIP images"
     )
-    truth_emb = gather(
-        image_embedding_stream(
-            truth_ids, ground_truth, clip_model, clip_processor.image_processor, **options
-        ),
-        "embedding",
+    truth_emb = _embed_all(
+        [ground_truth[i] for i in truth_ids], embed_images, batch_size, width, "CLIP images"
     )
-    text_emb = gather(
-        text_embedding_stream(texts, texts, clip_model, clip_processor.tokenizer, **options),
-        "embedding",
-    )
+    text_emb = _embed_all(texts, embed_texts, batch_size, width, "CLIP text")
     truth = dict(zip(truth_ids, truth_emb, strict=True))
     captions = dict(zip(texts, text_emb, strict=True))
     truth_rows = np.stack([truth[i] for i in index["image_id"]])

@@ -1,12 +1,14 @@
 """Run the frozen encoders once over the corpus, batch by batch, as lazy array streams.
 
-Each function returns an :class:`~wavy_pipeline.datasets.arrays.ArrayStream`; the
+Each function returns an :class:`~wavy_pipeline.core.arrays.ArrayStream`; the
 ``ArrayStoreDataset`` that saves it pulls the blocks, so features are computed and written
 a batch at a time (memory bounded by one batch, whatever the corpus size).
 
 Under ``accelerate launch`` with several processes the batches are shared out and gathered
 back in order (:func:`wavy_pipeline.distributed.map_batches`): every process yields the
 blocks a single process would, with the same values, and the main process writes them.
+The encoders' own math is in :mod:`wavy_pipeline.models.speech_features` (HuBERT) and
+:mod:`wavy_pipeline.models.clip_encoding` (CLIP, prompts); this module batches it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from wavy_pipeline.datasets.arrays import ArrayStream
-from wavy_pipeline.datasets.hubert_inputs import HubertInputs
+from wavy_pipeline.core.arrays import ArrayStream
+from wavy_pipeline.core.hubert_inputs import HubertInputs
 from wavy_pipeline.distributed import map_batches
+from wavy_pipeline.models.clip_encoding import (
+    clip_image_embeddings,
+    clip_text_embeddings,
+    prompt_hidden_states,
+    prompt_length,
+)
 from wavy_pipeline.models.device import prepare_model
 from wavy_pipeline.models.speech_features import hubert_layer_features
 
@@ -71,15 +79,12 @@ def image_embedding_stream(
     dtype: str = "auto",
 ) -> ArrayStream:
     """CLIP image embeddings (projected, not normalised) of every image, keyed by id."""
-    target, precision = prepare_model(clip_model, device, dtype)
+    prepare_model(clip_model, device, dtype)
     dim = clip_model.config.projection_dim
 
-    @torch.inference_mode()
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
         pictures = [images[key]().convert("RGB") for key in image_ids[start:stop]]
-        pixels = image_processor(images=pictures, return_tensors="pt")["pixel_values"]
-        out = clip_model.get_image_features(pixel_values=pixels.to(target, precision))
-        return {"embedding": out.pooler_output.float().cpu().numpy()}
+        return {"embedding": clip_image_embeddings(clip_model, image_processor, pictures).numpy()}
 
     return ArrayStream(
         keys=list(image_ids),
@@ -99,16 +104,11 @@ def text_embedding_stream(
     dtype: str = "auto",
 ) -> ArrayStream:
     """CLIP text embeddings (projected, not normalised) of every caption, keyed."""
-    target, precision = prepare_model(clip_model, device, dtype)
+    prepare_model(clip_model, device, dtype)
     dim = clip_model.config.projection_dim
 
-    @torch.inference_mode()
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        tokens = tokenizer(
-            list(texts[start:stop]), padding=True, truncation=True, return_tensors="pt"
-        ).to(target)
-        out = clip_model.get_text_features(**tokens)
-        return {"embedding": out.pooler_output.float().cpu().numpy()}
+        return {"embedding": clip_text_embeddings(clip_model, tokenizer, texts[start:stop]).numpy()}
 
     return ArrayStream(
         keys=list(keys),
@@ -128,23 +128,16 @@ def prompt_embedding_stream(
     dtype: str = "auto",
     store_dtype: str = "float16",
 ) -> ArrayStream:
-    """The diffusion model's conditioning for each caption: the text encoder's last hidden
-    state over the prompt padded to ``tokenizer.model_max_length`` (77), exactly what
+    """The diffusion model's conditioning for each caption (77 × d,
+    :func:`~wavy_pipeline.models.clip_encoding.prompt_hidden_states`), exactly what
     ``StableDiffusionPipeline.encode_prompt`` computes. The speech adapter learns it."""
-    target, precision = prepare_model(text_encoder, device, dtype)
-    length, dim = tokenizer.model_max_length, text_encoder.config.hidden_size
+    prepare_model(text_encoder, device, dtype)
+    length = prompt_length(text_encoder, tokenizer)
+    dim = text_encoder.config.hidden_size
 
-    @torch.inference_mode()
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        ids = tokenizer(
-            list(texts[start:stop]),
-            padding="max_length",
-            max_length=length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(target)
-        hidden = text_encoder(ids)[0]
-        return {"hidden": hidden.float().cpu().numpy().astype(store_dtype)}
+        hidden = prompt_hidden_states(text_encoder, tokenizer, texts[start:stop])
+        return {"hidden": hidden.numpy().astype(store_dtype)}
 
     return ArrayStream(
         keys=list(keys),

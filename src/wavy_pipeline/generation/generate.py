@@ -19,17 +19,15 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from wavy_pipeline.core.arrays import ArrayStore
 from wavy_pipeline.distributed import map_batches
 from wavy_pipeline.models.device import resolve_device, resolve_dtype
-
-if TYPE_CHECKING:  # only a type: the generation code must not need Kedro or audio libraries
-    from wavy_pipeline.datasets.arrays import ArrayStore
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from wavy_pipeline.datasets.images import ImageCollection
+from wavy_pipeline.core.images import ImageCollection
 
 UNSEEN = "#c0392b"
 

@@ -1,7 +1,8 @@
 """SpeechCLIP on cached features: training data, embedding, retrieval evaluation.
 
-Glue between the feature cache (:class:`~wavy_pipeline.datasets.arrays.ArrayStore`) and the
-plain-torch model, loss and metrics; the ``speechclip`` nodes call these.
+Glue between the feature cache (:class:`~wavy_pipeline.core.arrays.ArrayStore`) and the
+plain-torch model (:mod:`wavy_pipeline.models.speechclip`), loss and metrics; the
+``speechclip`` nodes call these.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wavy_pipeline.datasets.arrays import ArrayStore
+from wavy_pipeline.core.arrays import ArrayStore
 from wavy_pipeline.metrics.retrieval import (
     attribute_consistent_r1,
     attributes_named,
@@ -156,29 +157,3 @@ def split(utterances: pd.DataFrame, name: str, available: Sequence[str]) -> pd.D
     """Utterances of one split that have cached features, in a stable order."""
     rows = utterances[(utterances["split"] == name) & utterances["utterance_id"].isin(available)]
     return rows.sort_values("utterance_id").reset_index(drop=True)
-
-
-class PromptPairs(torch.utils.data.Dataset):
-    """(speech features, the caption's diffusion conditioning (77, d)) per utterance, read
-    lazily from the memory-mapped caches: what the speech adapter is distilled on."""
-
-    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, targets: ArrayStore):
-        ids = utterances["utterance_id"].tolist()
-        self.speech_rows, self.target_rows = speech.rows(ids), targets.rows(ids)
-        self.speech, self.targets = speech["layers"], targets["hidden"]
-
-    def __len__(self) -> int:
-        return len(self.speech_rows)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {
-            "speech": torch.from_numpy(np.array(self.speech[self.speech_rows[i]], np.float32)),
-            "target": torch.from_numpy(np.array(self.targets[self.target_rows[i]], np.float32)),
-        }
-
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """Every item at once (for evaluation on a split)."""
-        return {
-            "speech": torch.from_numpy(np.asarray(self.speech[self.speech_rows], np.float32)),
-            "target": torch.from_numpy(np.asarray(self.targets[self.target_rows], np.float32)),
-        }

@@ -1,0 +1,56 @@
+"""What the speech adapter is distilled on: cached speech features paired with the
+diffusion text encoder's conditioning of the same caption, read from the feature caches.
+
+The adapter model, its loss, training and metrics are in :mod:`wavy_pipeline.models.adapter`;
+the ``speechclip`` pipeline's ``train_speech_adapter`` node calls both; its parameters are
+``speech_adapter`` in ``conf/base/parameters_adapter.yml``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from wavy_pipeline.core.arrays import ArrayStore
+
+
+class PromptPairs(torch.utils.data.Dataset):
+    """(speech features, the caption's diffusion conditioning (77, d)) per utterance, read
+    lazily from the memory-mapped caches: what the speech adapter is distilled on."""
+
+    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, targets: ArrayStore):
+        ids = utterances["utterance_id"].tolist()
+        self.speech_rows, self.target_rows = speech.rows(ids), targets.rows(ids)
+        self.speech, self.targets = speech["layers"], targets["hidden"]
+
+    def __len__(self) -> int:
+        return len(self.speech_rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "speech": torch.from_numpy(np.array(self.speech[self.speech_rows[i]], np.float32)),
+            "target": torch.from_numpy(np.array(self.targets[self.target_rows[i]], np.float32)),
+        }
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        """Every item at once (for evaluation on a split)."""
+        return {
+            "speech": torch.from_numpy(np.asarray(self.speech[self.speech_rows], np.float32)),
+            "target": torch.from_numpy(np.asarray(self.targets[self.target_rows], np.float32)),
+        }
+
+
+def caption_gallery(
+    utterances: pd.DataFrame, targets: ArrayStore
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gallery of caption retrieval (R@1, the adapter's early-stopping signal): each
+    distinct caption's conditioning (C, 77, d), captions sorted, and the number of each
+    utterance's caption in it (N,)."""
+    captions = sorted(utterances["caption"].unique())
+    first = utterances.drop_duplicates("caption").set_index("caption")["utterance_id"]
+    gallery = torch.from_numpy(
+        targets.take("hidden", [first[c] for c in captions]).astype("float32")
+    )
+    index = torch.tensor([captions.index(c) for c in utterances["caption"]])
+    return gallery, index

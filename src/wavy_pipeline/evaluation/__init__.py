@@ -1,0 +1,1 @@
+"""The evaluation stage: scoring generated images, and the report a person opens."""

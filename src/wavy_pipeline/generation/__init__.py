@@ -1,0 +1,1 @@
+"""The generation stage: speech- and text-conditioned images through one diffusion pipeline."""

@@ -1,0 +1,1 @@
+"""The speechclip stage on cached features: training pairs, embedding, retrieval figures."""
