@@ -246,7 +246,7 @@ def worker_adapter(overrides: str) -> dict:
     from wavy_pipeline.models.speechclip import SpeechCLIP  # noqa: PLC0415
     from wavy_pipeline.pipelines.speechclip.nodes import train_speech_adapter  # noqa: PLC0415
 
-    params = yaml.safe_load((ROOT / "conf/base/parameters_speechclip.yml").read_text())
+    params = yaml.safe_load((ROOT / "conf/base/parameters_adapter.yml").read_text())
     params = params["speech_adapter"]
     for part, values in json.loads(overrides).items():
         params[part].update(values)

@@ -10,7 +10,7 @@ makes the project importable there); here it also runs on a CPU at reduced size:
 Stages, each through the project's own code, with the models of
 :mod:`wavy_pipeline.models.architectures` (the published configurations, random weights)
 and the batch sizes, precision, crop length, resolution, steps and guidance of
-``conf/flickr8k/parameters.yml``:
+``conf/flickr8k/parameters*.yml``:
 
 ``matmul``      an n×n×n product in the inference dtype: the ceiling C (TFLOP/s) that every
                 limit below is computed from
@@ -62,7 +62,7 @@ from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMETERS = ROOT / "conf" / "flickr8k" / "parameters.yml"
+PARAMETERS = sorted((ROOT / "conf" / "flickr8k").glob("parameters*.yml"))
 STAGES = ("matmul", "hubert", "projector", "generation")
 CAPTIONS_PER_IMAGE = 5
 # The paper's workload (Flickr8k Audio Caption Corpus, see docs/PERFORMANCE.md)
@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    params = yaml.safe_load(PARAMETERS.read_text())
+    params = {k: v for file in PARAMETERS for k, v in yaml.safe_load(file.read_text()).items()}
     if args.flops_only:
         print(flops_only(params, args.assume_tflops))
         return 0

@@ -109,7 +109,7 @@ def test_a_run_logs_parameters_curves_metrics_and_the_report(demo_outputs, mlflo
     assert params["seed"] == "0"
     conf = demo_outputs / "conf" / "base"
     generation = yaml.safe_load((conf / "parameters_generation.yml").read_text())["generation"]
-    adapter = yaml.safe_load((conf / "parameters_speechclip.yml").read_text())["speech_adapter"]
+    adapter = yaml.safe_load((conf / "parameters_adapter.yml").read_text())["speech_adapter"]
     assert params["generation.steps"] == str(generation["steps"])
     assert params["speech_adapter.model.n_queries"] == str(adapter["model"]["n_queries"])
     assert "speechclip.train.lr" in params and "audio.sampling_rate" in params
