@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -12,8 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 from kedro.config import OmegaConfigLoader
+from kedro.framework.hooks.manager import _create_hook_manager
+from kedro.io import DataCatalog
+from kedro.pipeline import Node, Pipeline
+from kedro.runner import SequentialRunner
 
-from wavy_pipeline import settings
+from wavy_pipeline import settings, tracking
 from wavy_pipeline.tracking import TrackingHooks, flatten_numbers, history_metrics, metric_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -49,11 +54,75 @@ def test_metric_names_and_history_curves():
     }
 
 
-def test_without_mlflow_the_hooks_do_nothing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if MLflow had never been imported
-    hooks = TrackingHooks()
-    hooks.after_catalog_created(catalog=None)
-    hooks.after_dataset_saved("speechclip_history", pd.DataFrame({"step": [1], "loss": [1.0]}))
+def tracked_outputs(root: Path, hooks: TrackingHooks | None) -> dict:
+    """Run a two-node pipeline whose outputs the hooks log when MLflow is there (a training
+    history and a reporting-layer JSON, versioned, as in the project's catalog) with
+    ``hooks`` registered (or none), in ``root``; return what it saved."""
+    catalog = DataCatalog.from_config(
+        {
+            "speechclip_history": {
+                "type": "wavy_pipeline.datasets.ParquetTableDataset",
+                "filepath": str(root / "speechclip_history.parquet"),
+                "versioned": True,
+            },
+            "retrieval_metrics": {
+                "type": "wavy_pipeline.datasets.JSONDataset",
+                "filepath": str(root / "retrieval_metrics.json"),
+                "versioned": True,
+                "metadata": {"kedro-viz": {"layer": "reporting"}},
+            },
+        }
+    )
+    catalog["params:steps"] = 3
+
+    def train(steps: int) -> pd.DataFrame:
+        return pd.DataFrame({"step": range(1, steps + 1), "loss": [3.0, 2.0, 1.5][:steps]})
+
+    def evaluate(history: pd.DataFrame) -> dict:
+        return {"speech_to_image": {"R@1": 1 / len(history)}, "clip_model": "tiny"}
+
+    pipeline = Pipeline(
+        [
+            Node(train, "params:steps", "speechclip_history", name="train"),
+            Node(evaluate, "speechclip_history", "retrieval_metrics", name="evaluate"),
+        ]
+    )
+    manager = None
+    if hooks is not None:
+        manager = _create_hook_manager()
+        manager.register(hooks)
+        hooks.after_catalog_created(catalog=catalog)  # as the Kedro context calls it
+    SequentialRunner().run(pipeline, catalog, manager)
+    return {
+        "speechclip_history": catalog.load("speechclip_history").to_dict("list"),
+        "retrieval_metrics": catalog.load("retrieval_metrics"),
+    }
+
+
+def test_without_mlflow_the_hooks_do_nothing(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # where MLflow would put mlruns/ or mlflow.db by default
+    asked = []  # the hooks ran: each saved dataset asked for the active MLflow run
+    active_run_id = tracking._active_run_id
+
+    def spy() -> str | None:
+        asked.append(active_run_id())
+        return asked[-1]
+
+    monkeypatch.setattr(tracking, "_active_run_id", spy)
+    with caplog.at_level(logging.INFO, logger=tracking.__name__):
+        tracked = tracked_outputs(tmp_path / "tracked", TrackingHooks())
+    assert asked == [None, None]  # speechclip_history, retrieval_metrics: no run to log to
+    said = [r.getMessage() for r in caplog.records if r.name == tracking.__name__]
+    assert not said  # nothing logged, not even a warning of a failed attempt
+    assert not [p for p in tmp_path.rglob("*") if "mlruns" in p.name or "mlflow" in p.name]
+    # the run's outputs are those of a run without the hooks
+    assert tracked == tracked_outputs(tmp_path / "plain", None)
+    assert tracked["retrieval_metrics"] == {
+        "speech_to_image": {"R@1": pytest.approx(1 / 3)},
+        "clip_model": "tiny",
+    }
 
 
 def mlflow_config(conf: Path) -> dict:
