@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wavy_pipeline import alignment
+from wavy_pipeline.adapter import distillation
+from wavy_pipeline.speechclip import alignment
 
 
 class Store:
@@ -145,7 +146,7 @@ def test_prompt_pairs_items_and_stacked():
     speech = Store(ids, layers=layers)
     targets = Store(list(reversed(ids)), hidden=hidden)  # u3 is row 0 of the targets
     utterances = pd.DataFrame({"utterance_id": ["u3", "u1"]})
-    pairs = alignment.PromptPairs(utterances, speech, targets)
+    pairs = distillation.PromptPairs(utterances, speech, targets)
     assert len(pairs) == 2
     first = pairs[0]  # u3: speech row 2, target row 0
     assert set(first) == {"speech", "target"}
@@ -291,12 +292,6 @@ def test_split_keeps_its_utterances_with_features_in_a_stable_order():
     assert alignment.split(utterances, "dev", ["u1", "u2"]).empty  # u4 has no features
 
 
-@pytest.mark.xfail(
-    strict=True,  # passes (and so fails as XPASS) once split() raises: drop the mark then
-    raises=pytest.fail.Exception,  # only "DID NOT RAISE" is the expected failure
-    reason="split() returns an empty frame for a split name the corpus does not have "
-    "(a typo trains on nothing); see the tests branch's report for the change",
-)
 def test_an_unknown_split_name_is_an_error():
     with pytest.raises(ValueError, match="validation"):
         alignment.split(utterance_splits(), "validation", ["u1", "u2"])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wavy_pipeline import evaluate
+from wavy_pipeline.evaluation import scoring as evaluate
 
 # --------------------------------------------------------------------------------------
 # Stated attributes

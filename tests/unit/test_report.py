@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from wavy_pipeline import report
+from wavy_pipeline.evaluation import report
 
 # --------------------------------------------------------------------------------------
 # The grid: which utterances, and the figure
@@ -392,13 +392,6 @@ def test_markdown_of_a_minimal_document_says_what_is_missing():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,  # passes (and so fails as XPASS) once the ratio cell uses _figure
-    raises=TypeError,
-    reason="_score_rows formats clip_score_ratio_speech_to_text with :.3f, and "
-    "evaluation_summary writes None there when the text-made CLIP score is 0; see the "
-    "tests branch's report for the one-line change",
-)
 def test_markdown_says_a_missing_ratio_instead_of_crashing():
     metrics = {
         "clip_model": "tiny-clip",

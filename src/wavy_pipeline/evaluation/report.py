@@ -203,7 +203,7 @@ def _score_rows(metrics: Mapping[str, Any], judge: Mapping[str, Any] | None) -> 
                 f"| {_figure(accuracy['text'][key])} | {ceiling} |"
             )
     rows.append(
-        f"| speech/text CLIP-score ratio | **{metrics['clip_score_ratio_speech_to_text']:.3f}** | | |"
+        f"| speech/text CLIP-score ratio | **{_figure(metrics['clip_score_ratio_speech_to_text'])}** | | |"
     )
     return rows
 

@@ -26,6 +26,9 @@ from wavy_pipeline.models.speechclip import SpeechCLIP
 ATTRIBUTE_PREFIX = "attr_"
 
 
+SPLITS = ("train", "dev", "test")
+
+
 class FeaturePairs(torch.utils.data.Dataset):
     """(speech features, image embedding, image number) per utterance, read lazily from
     the memory-mapped caches so the real corpus never has to fit in memory."""
@@ -154,6 +157,11 @@ def _per_group(
 
 
 def split(utterances: pd.DataFrame, name: str, available: Sequence[str]) -> pd.DataFrame:
-    """Utterances of one split that have cached features, in a stable order."""
+    """Utterances of one split that have cached features, in a stable order.
+
+    A name that is not a split is an error, not an empty frame (a typo would train on nothing).
+    """
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; one of {SPLITS}")
     rows = utterances[(utterances["split"] == name) & utterances["utterance_id"].isin(available)]
     return rows.sort_values("utterance_id").reset_index(drop=True)
