@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from accelerate.utils import set_seed
 from matplotlib.figure import Figure
 
 from wavy_pipeline.alignment import (
@@ -61,7 +62,7 @@ def train_speechclip(
         image_dim=image_embeddings["embedding"].shape[1],
         **params["model"],
     )
-    torch.manual_seed(seed)
+    set_seed(seed)  # the model's initial weights
     model = SpeechCLIP(config)
     result = fit(
         model,
@@ -162,7 +163,7 @@ def train_speech_adapter(
     )
     index = torch.tensor([captions.index(c) for c in dev_rows["caption"]])
     config = AdapterConfig(text_dim=prompt_targets.meta["specs"]["hidden"][0][1], **params["model"])
-    torch.manual_seed(seed)
+    set_seed(seed)  # the model's initial weights
     adapter = SpeechPromptAdapter(config, speechclip_model)
     result = train_adapter(
         adapter,
