@@ -18,7 +18,6 @@ No Kedro here: this is plain library code.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -31,14 +30,10 @@ from wavy_pipeline.models.device import process_state
 T = TypeVar("T")
 
 
-def launched() -> bool:
-    """True in a process started by a multi-process launcher (``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def state() -> PartialState | None:
     """Accelerate's process state (initialises the process group on first use) when several
-    processes were launched; None for a single process."""
+    processes were launched; None for a single process. How many were launched is read in
+    :mod:`wavy_pipeline.models.device` only."""
     return process_state()
 
 

@@ -18,19 +18,20 @@ A single process (plain ``kedro run``) is untouched: every hook returns at once.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset, MemoryDataset
 
+from wavy_pipeline.models import device
+
 logger = logging.getLogger(__name__)
 
 
 def _launched() -> bool:
-    # The environment, not Accelerate: a single-process run imports nothing more here.
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # The environment, not Accelerate: a single-process run imports no torch here.
+    return device.launched()
 
 
 def _distributed() -> Any:

@@ -22,16 +22,15 @@ HOOKS = (DistributedHooks(),)
 # without the extra. mlflow.yml may read MLFLOW_TRACKING_URI (oc.env), conf/local/mlflow.yml
 # may override single keys of it (soft merge), and under `accelerate launch` only the main
 # process (RANK 0) tracks.
-import os  # noqa: E402
-
 from omegaconf.resolvers import oc  # noqa: E402
 
+from wavy_pipeline.models.device import rank  # noqa: E402
 from wavy_pipeline.tracking import TrackingHooks  # noqa: E402
 
 HOOKS = (*HOOKS, TrackingHooks())
 CONFIG_LOADER_ARGS["custom_resolvers"] = {"oc.env": oc.env}
 CONFIG_LOADER_ARGS["merge_strategy"] = {"mlflow": "soft"}
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",) if int(os.environ.get("RANK", "0")) else ()
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",) if rank() else ()
 
 # Provenance: `run_provenance` (the run, every dataset's version) for the nodes that write
 # metrics (wavy_pipeline/provenance.py).

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -33,6 +32,8 @@ from typing import Any
 import pandas as pd
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset
+
+from wavy_pipeline.models.device import rank
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _active_run_id() -> str | None:
     """The active MLflow run, without importing MLflow when nothing else has; only the main
     process of a multi-process run (``accelerate launch``) logs."""
     mlflow = sys.modules.get("mlflow")
-    if mlflow is None or int(os.environ.get("RANK", "0")) != 0:
+    if mlflow is None or rank() != 0:
         return None
     run = mlflow.active_run()
     return run.info.run_id if run else None

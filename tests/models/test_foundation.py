@@ -17,8 +17,6 @@ from transformers import (
 
 from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
-    ClipTrainConfig,
-    HubertTrainConfig,
     TinyClipConfig,
     TinyHubertConfig,
     build_clip_processor,
@@ -30,6 +28,8 @@ from wavy_pipeline.models.foundation import (
     train_hubert_ctc,
     transcribe,
 )
+from wavy_pipeline.models.foundation_hubert import length_bucketed_batches
+from wavy_pipeline.models.train import TrainConfig
 
 CAPTIONS = [
     "there is a small red circle on the left",
@@ -136,9 +136,11 @@ def tiny_clip(tiny_clip_dir):
         patch_size=16,
         projection_dim=32,
     )
-    train_cfg = ClipTrainConfig(epochs=30, batch_size=12, learning_rate=3e-3, progress=False)
-    model, history = train_clip(images, captions, image_ids, processor, config, train_cfg)
-    return model, processor, history
+    train_cfg = TrainConfig(
+        batch_size=12, drop_last=False, lr=3e-3, warmup_steps=5, max_epochs=30, log_every_steps=5
+    )
+    result = train_clip(images, captions, image_ids, processor, config, train_cfg, progress=False)
+    return result.model, processor, result.history
 
 
 def test_clip_processor_save_load(tiny_clip, tiny_clip_dir):
@@ -167,7 +169,7 @@ def test_clip_training_beats_chance(tiny_clip):
     assert hit_rate >= 0.75
 
 
-def test_clip_one_caption_per_image_and_time_budget(tiny_clip):
+def test_clip_one_caption_per_image_and_resume(tiny_clip, tmp_path):
     _, processor, _ = tiny_clip
     rng = np.random.default_rng(3)
     images = [_square_image(c, rng) for c in COLOURS]
@@ -183,12 +185,21 @@ def test_clip_one_caption_per_image_and_time_budget(tiny_clip):
         vision_intermediate_size=16,
         patch_size=32,
         projection_dim=8,
+        all_captions=False,
+        augment_shift_px=4,
     )
-    train_cfg = {"epochs": 2, "batch_size": 4, "all_captions": False, "progress": False}
-    _, history = train_clip(images, captions, list(COLOURS), processor, config, train_cfg)
-    assert [h["step"] for h in history] == [1, 2]
-    budget = {**train_cfg, "max_time_s": 1e-9}
-    assert train_clip(images, captions, list(COLOURS), processor, config, budget)[1] == []
+    train_cfg = TrainConfig(batch_size=4, warmup_steps=1, max_epochs=2, log_every_steps=1)
+    args = (images, captions, list(COLOURS), processor, config)
+    result = train_clip(*args, train_cfg, tmp_path / "a", progress=False)
+    assert [h["step"] for h in result.history] == [1, 2]
+    assert result.model.logit_scale.item() <= np.log(100) + 1e-6
+    # a run stopped after one step and resumed ends on the same weights (seeded shifts and
+    # caption draws included)
+    stop = TrainConfig(**vars(train_cfg) | {"max_steps_this_run": 1})
+    assert not train_clip(*args, stop, tmp_path / "b", progress=False).completed
+    resumed = train_clip(*args, train_cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from_step == 1
+    _assert_same_weights(result.model, resumed.model)
 
 
 def test_clip_save_from_pretrained_round_trip(tiny_clip, tmp_path):
@@ -281,17 +292,18 @@ def tiny_hubert():
         num_conv_pos_embeddings=8,
         num_conv_pos_embedding_groups=4,
         mask_time_prob=0.0,
+        speed_perturb=None,
     )
-    train_cfg = HubertTrainConfig(
-        epochs=8, batch_size=8, learning_rate=3e-3, speed_perturb=None, progress=False
+    train_cfg = TrainConfig(
+        batch_size=8, drop_last=False, lr=3e-3, warmup_steps=2, max_epochs=8, log_every_steps=3
     )
-    model, history = train_hubert_ctc(wavs, texts, processor, config, train_cfg)
-    return model, processor, history, wavs
+    result = train_hubert_ctc(wavs, texts, processor, config, train_cfg, progress=False)
+    return result.model, processor, result.history, wavs
 
 
 def test_ctc_training_decreases_loss(tiny_hubert):
     model, _, history, _ = tiny_hubert
-    assert len(history) == 8 and history[-1]["step"] == 24
+    assert len(history) == 8 and history[-1]["step"] == 24  # 8 epochs of 3 batches
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert not model.training
 
@@ -303,9 +315,25 @@ def test_ctc_training_is_seeded():
     config = TinyHubertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=16, conv_dim=(8,) * 5, num_conv_pos_embeddings=4,
                               num_conv_pos_embedding_groups=2)  # fmt: skip
-    train_cfg = {"epochs": 1, "batch_size": 2, "progress": False}
-    runs = [train_hubert_ctc(wavs, ["ab"] * 4, processor, config, train_cfg)[1] for _ in range(2)]
-    assert runs[0][0]["loss"] == runs[1][0]["loss"]
+    train_cfg = TrainConfig(batch_size=2, warmup_steps=1, max_epochs=1, log_every_steps=1)
+    runs = [
+        train_hubert_ctc(wavs, ["ab"] * 4, processor, config, train_cfg, progress=False)
+        for _ in range(2)
+    ]
+    assert runs[0].history == runs[1].history  # speed perturbation and SpecAugment seeded
+    _assert_same_weights(runs[0].model, runs[1].model)
+
+
+def test_length_buckets_cover_every_item_once_per_epoch():
+    lengths = [100 * (i % 7 + 1) for i in range(23)]
+    batches = length_bucketed_batches(lengths, 4, seed=3)
+    for epoch in range(3):
+        chunks = batches(epoch)
+        assert sorted(i for chunk in chunks for i in chunk) == list(range(23))
+        assert len(chunks) == 6 and chunks == batches(epoch)  # a function of the epoch
+        spread = [max(lengths[i] for i in c) - min(lengths[i] for i in c) for c in chunks]
+        assert max(spread) <= 300  # similar lengths together (all lengths: 100..700)
+    assert batches(0) != batches(1)
 
 
 def test_hubert_save_from_pretrained_round_trip(tiny_hubert, tmp_path):

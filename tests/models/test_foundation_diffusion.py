@@ -17,7 +17,6 @@ from transformers import CLIPModel
 from wavy_pipeline.models.clip_encoding import encode_prompts
 from wavy_pipeline.models.foundation_clip import TinyClipConfig, build_clip_tokenizer
 from wavy_pipeline.models.foundation_diffusion import (
-    DiffusionTrainConfig,
     TinyDiffusionConfig,
     build_pipeline,
     diffusion_loss,
@@ -29,6 +28,7 @@ from wavy_pipeline.models.foundation_diffusion import (
     train_vae,
     vae_loss,
 )
+from wavy_pipeline.models.train import TrainConfig
 
 # diffusers' DPM-Solver builds sigmas with np.array(torch tensor): a NumPy 2 deprecation, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -94,9 +94,9 @@ def config() -> TinyDiffusionConfig:
     )
 
 
-def _train_cfg(**kw) -> DiffusionTrainConfig:
-    base = dict(vae_steps=2, unet_steps=2, vae_batch_size=6, unet_batch_size=6, progress=False)
-    return DiffusionTrainConfig(**(base | kw))
+def _train_cfg(**kw) -> TrainConfig:
+    base = dict(batch_size=6, warmup_steps=1, max_epochs=None, max_steps=2, log_every_steps=1)
+    return TrainConfig(**(base | kw))
 
 
 def test_default_config_builds_sd_like_components():
@@ -145,16 +145,19 @@ def test_vae_training_decreases_loss_and_sets_scaling(config, squares):
     torch.manual_seed(0)
     vae = config.build_vae()
 
+    noise = torch.randn(
+        config.latent_shape(len(pixels)), generator=torch.Generator().manual_seed(0)
+    )
+
     def loss() -> float:
         with torch.no_grad():
-            return vae_loss(vae, pixels, 1e-4, torch.Generator().manual_seed(0))[0].item()
+            return vae_loss(vae, pixels, 1e-4, noise).item()
 
     before = loss()
-    history: list[dict] = []
-    trained = train_vae(
-        squares[0], config, _train_cfg(vae_steps=12, warmup_steps=0), vae=vae, history=history
+    result = train_vae(
+        squares[0], config, _train_cfg(max_steps=12, lr=3e-3), vae=vae, progress=False
     )
-    assert trained is vae and len(history) == 12
+    assert result.model is vae and len(result.history) == 12 and not vae.training
     assert loss() < 0.8 * before
     mean, std = encode_latent_dist(vae, pixels)
     scaled = (mean + std * torch.randn(mean.shape)) * vae.config.scaling_factor
@@ -164,7 +167,7 @@ def test_vae_training_decreases_loss_and_sets_scaling(config, squares):
 def test_unet_training_decreases_loss(config, text_tower, squares):
     _, text_encoder, tokenizer = text_tower
     images, captions = squares
-    vae = train_vae(images, config, _train_cfg())
+    vae = train_vae(images, config, _train_cfg(), progress=False).model
     mean, _ = encode_latent_dist(vae, images_to_tensor(images))
     latents = mean * vae.config.scaling_factor
     states = encode_prompts(text_encoder, tokenizer, [c[0] for c in captions])
@@ -180,21 +183,37 @@ def test_unet_training_decreases_loss(config, text_tower, squares):
             )
 
     before = loss()
-    history: list[dict] = []
-    cfg = _train_cfg(unet_steps=15, warmup_steps=0, ema_decay=0.0, unet_learning_rate=2e-3)
-    train_unet(
-        images, captions, vae, text_encoder, tokenizer, config, cfg, unet=unet, history=history
-    )
-    assert len(history) == 15 and not unet.training
+    cfg = _train_cfg(max_steps=15, lr=2e-3)
+    args = (images, captions, vae, text_encoder, tokenizer, config)
+    result = train_unet(*args, cfg, unet=unet, progress=False)
+    assert result.model is unet and len(result.history) == 15 and not unet.training
     assert loss() < 0.8 * before
+
+
+def test_unet_ema_resumes_exactly(config, text_tower, squares, tmp_path):
+    """With an EMA (the demo's UNet recipe) a run stopped and resumed ends on the same EMA
+    weights as an uninterrupted one: captions, latents and noise come from seeded draws."""
+    _, text_encoder, tokenizer = text_tower
+    images, captions = squares
+    vae = train_vae(images, config, _train_cfg(), progress=False).model
+    args = (images, captions, vae, text_encoder, tokenizer, config)
+    cfg = _train_cfg(max_steps=4, ema_decay=0.9, batch_size=3)
+    whole = train_unet(*args, cfg, tmp_path / "a", progress=False).model
+    stop = TrainConfig(**vars(cfg) | {"max_steps_this_run": 2})
+    assert not train_unet(*args, stop, tmp_path / "b", progress=False).completed
+    resumed = train_unet(*args, cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from_step == 2
+    a, b = whole.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_saved_pipeline_reloads_and_generates(tmp_path, config, text_tower, squares):
     _, text_encoder, tokenizer = text_tower
     images, captions = squares
     cfg = _train_cfg()
-    vae = train_vae(images, config, cfg)
-    unet = train_unet(images, captions, vae, text_encoder, tokenizer, config, cfg)
+    vae = train_vae(images, config, cfg, progress=False).model
+    unet = train_unet(images, captions, vae, text_encoder, tokenizer, config, cfg, progress=False)
+    unet = unet.model
     tokenizer.model_max_length = int(1e30)  # as when a tokenizer is saved without it
     build_pipeline(vae, unet, text_encoder, tokenizer, config.build_sampler()).save_pretrained(
         tmp_path / "sd"

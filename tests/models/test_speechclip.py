@@ -81,3 +81,38 @@ def test_save_load_round_trip(tmp_path):
     feats, images = torch.randn(2, 3, 5, 16), torch.randn(2, 12)
     for a, b in zip(model(feats, images), loaded(feats, images), strict=True):
         assert torch.equal(a, b)
+
+
+def test_saved_through_the_catalog_dataset_atomically(tmp_path, monkeypatch):
+    """The model writes its folder in place (the hub mixin); the Kedro dataset makes the
+    version appear only once it is complete."""
+    from kedro.io.core import Version
+
+    from wavy_pipeline.datasets import PretrainedDataset
+
+    def dataset(version=None):
+        return PretrainedDataset(
+            name_or_path=str(tmp_path / "speechclip"),
+            class_name="wavy_pipeline.models.speechclip.SpeechCLIP",
+            version=Version(version, version),
+        )
+
+    torch.manual_seed(0)
+    model = SpeechCLIP(small_config()).eval()
+    write_weights = SpeechCLIP._save_pretrained
+
+    def killed(self, directory):
+        write_weights(self, directory)
+        raise KeyboardInterrupt  # killed after the weights, before config.json
+
+    monkeypatch.setattr(SpeechCLIP, "_save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        dataset("2026-01-01T00.00.00.000Z").save(model)
+    saved = tmp_path / "speechclip"
+    assert not list(saved.glob("*/speechclip"))  # no version, nothing to load
+    assert not list(saved.rglob("*.safetensors"))  # the partial folder is gone
+    monkeypatch.setattr(SpeechCLIP, "_save_pretrained", write_weights)
+    dataset("2026-01-01T00.00.01.000Z").save(model)
+    loaded = dataset().load()
+    assert loaded.config == model.config and not loaded.training
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())

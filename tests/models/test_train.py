@@ -2,6 +2,7 @@
 
 import io
 import logging
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from wavy_pipeline.metrics.retrieval import retrieval_report
 from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.plots import plot_training_history
 from wavy_pipeline.models.speechclip import SpeechCLIP, SpeechCLIPConfig
-from wavy_pipeline.models.train import TrainConfig, fit, warmup_cosine
+from wavy_pipeline.models.train import TrainConfig, fit
 
 L, K, D, IMAGE_DIM = 3, 2, 16, 16
 
@@ -82,11 +83,16 @@ def make_eval_fn(held_out):
     return eval_fn
 
 
-def test_warmup_cosine_schedule():
-    factor = warmup_cosine(warmup_steps=4, total_steps=12)
-    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert factor(8) == pytest.approx(0.5)
-    assert factor(12) == pytest.approx(0.0)
+def test_warmup_cosine_schedule_of_the_history(tmp_path):
+    """The library schedule (transformers' linear warmup, cosine decay to 0) over the run."""
+    train, _, config = resume_setup()  # 4 steps per epoch, 3 epochs
+    config = TrainConfig(**vars(config) | {"warmup_steps": 4, "log_every_steps": 1})
+    result = fit(new_model(), loss_fn, train, None, config, None, progress=False)
+    lrs = [row["lr"] / config.lr for row in result.history]  # the LR the next step uses
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[7] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert lrs[-1] == pytest.approx(0.0)
+    assert not any(tmp_path.iterdir())  # checkpoint_dir None: nothing written
 
 
 def test_fit_learns_retrieval(tmp_path):
@@ -224,3 +230,64 @@ def test_early_stopping_restores_best_weights(tmp_path):
     best = snapshots[1]
     assert all(torch.equal(v, best[k]) for k, v in result.model.state_dict().items())
     assert not torch.equal(snapshots[3]["speech_proj.weight"], best["speech_proj.weight"])
+
+
+def noisy_collate(items, generator):
+    """A collate with randomness: speech features jittered from the batch's generator."""
+    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    batch["speech"] = batch["speech"] + 0.1 * torch.randn(
+        batch["speech"].shape, generator=generator
+    )
+    return batch
+
+
+def test_step_budget_ema_and_own_batches_resume_exactly(tmp_path):
+    train, _, _ = resume_setup()
+    drawn = []
+
+    def batches(epoch):  # 3 batches of 8, rotated per epoch; must be a function of epoch
+        drawn.append(epoch)
+        order = torch.arange(len(train)).roll(epoch).tolist()
+        return [order[i : i + 8] for i in range(0, 24, 8)]
+
+    config = TrainConfig(
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=2,
+        max_epochs=None,
+        max_steps=7,  # ends in the middle of the third epoch
+        ema_decay=0.9,
+        checkpoint_every_steps=2,
+        log_every_steps=1,
+        device="cpu",
+    )
+    common = {"batches": batches, "collate": noisy_collate, "progress": False}
+    reference = fit(new_model(dropout=0.2), loss_fn, train, None, config, tmp_path / "a", **common)
+    assert [row["step"] for row in reference.history] == list(range(1, 8))
+    assert reference.history[-1]["epoch"] == 3 and reference.history[-1]["lr"] == 0.0
+    last = torch.load(tmp_path / "a" / "checkpoint.pt")
+    ema = last["ema"]["shadow_params"]
+    assert last["ema"]["optimization_step"] == 7
+    final = [p.detach() for p in reference.model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(final, ema, strict=True))  # EMA weights
+    assert not all(
+        torch.equal(a, last["model"][k]) for a, k in zip(final, last["model"], strict=False)
+    )
+
+    stop = TrainConfig(**vars(config) | {"max_steps_this_run": 3})
+    first = fit(new_model(dropout=0.2), loss_fn, train, None, stop, tmp_path / "b", **common)
+    assert not first.completed
+    again = fit(new_model(dropout=0.2), loss_fn, train, None, config, tmp_path / "b", **common)
+    assert again.completed and again.resumed_from_step == 3
+    assert_same_weights(again.model, reference.model)
+    assert again.history == reference.history
+
+
+def test_budgets_and_ema_are_validated():
+    with pytest.raises(ValueError, match="max_epochs, max_steps"):
+        TrainConfig(max_epochs=None)
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    assert TrainConfig(adam_betas=[0.9, 0.98]).adam_betas == (0.9, 0.98)

@@ -69,12 +69,16 @@ Usage with diffusers (CFG's negative embeddings then default to the empty prompt
     embeds = adapter.to(pipe.device)(feats.to(pipe.device)).to(pipe.text_encoder.dtype)
     images = pipe(prompt_embeds=embeds, num_inference_steps=25).images
 
-Saved layout (``save_pretrained``): ``config.json`` (adapter config, SpeechCLIP config, a
-summary of the text encoder it was trained with) + ``model.safetensors`` (the adapter's own
-weights and the speech-branch weights it uses, ``speech.*``; never the text encoder, never
-SpeechCLIP's image projector). Pure library code (no Kedro).
+Saved layout (``save_pretrained``, from ``huggingface_hub``'s ``PyTorchModelHubMixin``, as
+SpeechCLIP's): ``config.json`` (adapter config, SpeechCLIP config, a summary of the text
+encoder it was trained with) + ``model.safetensors`` (the adapter's own weights and the
+speech-branch weights it uses, ``speech.*``; never the text encoder, never SpeechCLIP's image
+projector). Saving writes into the folder; the Kedro dataset that saves it makes the folder
+appear atomically. Pure library code (no Kedro).
 """
 
+# Keep the next import: with string annotations, the hub mixin passes config.json to
+# _from_pretrained as read (it would otherwise try to build an AdapterConfig from all of it).
 from __future__ import annotations
 
 import copy
@@ -89,10 +93,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 
-from wavy_pipeline.core.atomic import atomic_write
 from wavy_pipeline.models.speechclip import (
     AttentivePooling,
     CLSTransformerPooling,
@@ -104,7 +107,7 @@ from wavy_pipeline.models.train import TrainConfig, TrainResult, fit
 logger = logging.getLogger(__name__)
 
 KINDS = ("mapper", "pseudo_token")
-CONFIG_NAME = "config.json"
+CONFIG_NAME = "config.json"  # the hub mixin's file names
 WEIGHTS_NAME = "model.safetensors"
 SAVE_FORMAT = 1
 SD_TOKENS = 77  # Stable Diffusion's text context
@@ -521,7 +524,7 @@ def _state_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-class SpeechPromptAdapter(nn.Module):
+class SpeechPromptAdapter(nn.Module, PyTorchModelHubMixin):
     """Speech features (B, L, K, D) -> Stable Diffusion ``prompt_embeds`` (B, n_tokens, d).
 
     Args:
@@ -622,9 +625,12 @@ class SpeechPromptAdapter(nn.Module):
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` to ``directory`` atomically
-        (temporary sibling folder renamed into place, as SpeechCLIP does)."""
+    # save_pretrained / from_pretrained come from huggingface_hub's PyTorchModelHubMixin; the
+    # two hooks below give them this adapter's folder: config.json (format, adapter config,
+    # SpeechCLIP config of the speech branch, a summary of the text encoder it was trained
+    # with) + model.safetensors (the head and the speech branch, never the text encoder).
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)  # model.safetensors
         meta = {
             "format": SAVE_FORMAT,
             "adapter": self.config.to_dict(),
@@ -633,32 +639,36 @@ class SpeechPromptAdapter(nn.Module):
                 _text_encoder_summary(self._text_encoder) if self._text_encoder else None
             ),
         }
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-
-        def write(tmp: Path) -> None:
-            tmp.mkdir()
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-            save_file(state, str(tmp / WEIGHTS_NAME))
-
-        atomic_write(Path(directory), write)
+        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, text_encoder: nn.Module | None = None
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        config: Mapping[str, Any],
+        text_encoder: Any = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **hub_kwargs: Any,
     ) -> SpeechPromptAdapter:
-        """Rebuild an adapter written by :meth:`save_pretrained` (on CPU, strict key check).
+        """Rebuild an adapter written by ``save_pretrained`` (strict key check, eval mode).
 
-        ``kind="pseudo_token"`` needs ``text_encoder``: the same frozen text encoder it was
-        trained with (e.g. ``pipe.text_encoder``); its vocabulary/hidden size must match and a
-        warning is logged when its token-embedding statistics differ from the saved ones.
+        ``config`` is the folder's config.json, as the mixin read it. ``kind="pseudo_token"``
+        needs ``text_encoder``: the same frozen text encoder it was trained with (e.g.
+        ``pipe.text_encoder``); its vocabulary/hidden size must match and a warning is logged
+        when its token-embedding statistics differ from the saved ones. (The mixin also
+        passes config.json's keys that share a name with ``__init__``'s parameters, so a
+        ``text_encoder`` that is no module is the saved summary: none was given.)
         """
-        directory = Path(directory)
-        meta = json.loads((directory / CONFIG_NAME).read_text())
+        meta = dict(config)
         if meta.get("format") != SAVE_FORMAT:
             raise ValueError(f"unsupported adapter format {meta.get('format')!r}")
-        config = AdapterConfig.from_dict(meta["adapter"])
+        if not isinstance(text_encoder, nn.Module):
+            text_encoder = None
+        adapter_config = AdapterConfig.from_dict(meta["adapter"])
         branch = SpeechBranch(SpeechCLIPConfig.from_dict(meta["speechclip"]))
-        if config.kind == "pseudo_token":
+        if adapter_config.kind == "pseudo_token":
             if text_encoder is None:
                 raise ValueError(
                     "this is a pseudo_token adapter: pass the frozen SD text encoder, "
@@ -673,13 +683,19 @@ class SpeechPromptAdapter(nn.Module):
                 logger.warning(
                     "The text encoder passed to %s differs from the one it was trained with "
                     "(token-embedding mean |w| %.6g vs %.6g)",
-                    directory,
+                    model_id,
                     b,
                     a,
                 )
-        model = cls(config, branch, text_encoder)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
-        return model.train(False)
+        model = cls(adapter_config, branch, text_encoder)
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, WEIGHTS_NAME)
+        else:
+            hub = ("revision", "cache_dir", "force_download", "token", "local_files_only")
+            weights = hf_hub_download(
+                model_id, WEIGHTS_NAME, **{k: hub_kwargs[k] for k in hub if k in hub_kwargs}
+            )
+        return cls._load_as_safetensor(model, weights, map_location, strict).train(False)
 
 
 # --------------------------------------------------------------------------- training

@@ -6,11 +6,12 @@
   (CLIPModel + CLIP BPE tokenizer + 64 px CLIPProcessor, contrastively trained from scratch)
 
 Both are saved with ``save_pretrained`` in the hub layout, so downstream code loads either the
-stand-in or the real checkpoint with ``from_pretrained(path_or_name)``. Pure library code.
+stand-in or the real checkpoint with ``from_pretrained(path_or_name)``. Each trains through
+:func:`wavy_pipeline.models.train.fit` with a :class:`~wavy_pipeline.models.train.TrainConfig`
+beside its model config. Pure library code.
 """
 
 from wavy_pipeline.models.foundation_clip import (
-    ClipTrainConfig,
     TinyClipConfig,
     build_clip_image_processor,
     build_clip_processor,
@@ -18,20 +19,16 @@ from wavy_pipeline.models.foundation_clip import (
     train_clip,
 )
 from wavy_pipeline.models.foundation_hubert import (
-    HubertTrainConfig,
     TinyHubertConfig,
     build_ctc_processor,
     ctc_greedy_decode,
     hubert_hidden_states,
     pad_waveforms,
-    seed_everything,
     train_hubert_ctc,
     transcribe,
 )
 
 __all__ = [
-    "ClipTrainConfig",
-    "HubertTrainConfig",
     "TinyClipConfig",
     "TinyHubertConfig",
     "build_clip_image_processor",
@@ -41,7 +38,6 @@ __all__ = [
     "ctc_greedy_decode",
     "hubert_hidden_states",
     "pad_waveforms",
-    "seed_everything",
     "train_clip",
     "train_hubert_ctc",
     "transcribe",

@@ -3,33 +3,30 @@
 The demo trains a small CLIP on the corpus images/captions and saves it in the hub layout, so the
 rest of the project (and Stable Diffusion style text conditioning: 77 tokens, ``padding="max_length"``)
 loads it with ``from_pretrained(dir)`` like the real checkpoint. The tokenizer is a genuine CLIP
-byte-level BPE (vocab.json + merges.txt) whose merges make every corpus word a single token.
+byte-level BPE (vocab.json + merges.txt) whose merges make every corpus word a single token,
+learnt with ``tokenizers``' ``BpeTrainer``. Training goes through the project's one loop
+(:func:`wavy_pipeline.models.train.fit`); this file holds what is CLIP's own: the config, the
+batch of distinct images with their captions (:func:`clip_collate`) and the contrastive step
+(:func:`clip_loss`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections import Counter
+import os
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from PIL import Image
-from tqdm.auto import tqdm
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-from wavy_pipeline.models.foundation_hubert import (
-    _as_train_cfg,
-    _set_lr,
-    _training_progress,
-    seed_everything,
-)
+from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, data_digest, fit
 
 try:  # the default (torchvision) backend is optional; the PIL one is equivalent for our use
     from transformers import CLIPImageProcessorPil as _ImageProcessor
@@ -38,6 +35,7 @@ except ImportError:  # pragma: no cover - older transformers
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
+WORD_END = "</w>"  # CLIP's end-of-word suffix on a word's last BPE symbol
 MAX_TEXT_TOKENS = 77  # Stable Diffusion's text encoder context
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -60,6 +58,11 @@ class TinyClipConfig:
     vision_intermediate_size: int = 512
     projection_dim: int = 128
     max_position_embeddings: int = MAX_TEXT_TOKENS
+    # contrastive recipe: every caption of each batch image in the batch (multi-positive
+    # targets), or one random caption per image per batch (plain CLIP loss); random
+    # translation of the images (no flips: captions say left/right)
+    all_captions: bool = True
+    augment_shift_px: int = 2
 
     def to_hf(self, tokenizer: CLIPTokenizer) -> CLIPConfig:
         """``CLIPConfig`` with vocabulary size and special ids taken from ``tokenizer``."""
@@ -94,74 +97,7 @@ class TinyClipConfig:
         )
 
 
-@dataclass
-class ClipTrainConfig:
-    """Contrastive training hyper-parameters.
-
-    Defaults tuned on the spoken-shapes demo (84 train images x 5 captions): 160 epochs = 480
-    steps, ~150 CPU-seconds, test text->image R@1 ~0.92-0.94 among 18 images.
-    """
-
-    epochs: int = 160  # one epoch = every image once
-    # True: every caption of each batch image is in the batch (multi-positive targets);
-    # False: one random caption per image per batch (plain CLIP loss)
-    all_captions: bool = True
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
-    augment_shift_px: int = 2  # random translation (no flips: captions say left/right)
-    max_time_s: float | None = None  # wall-time budget, see HubertTrainConfig.max_time_s
-    seed: int = 0
-    torch_threads: int | None = None
-    progress: bool = True
-
-
 # --------------------------------------------------------------------------- tokenizer
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode character table (256 entries)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
-def _learn_merges(word_counts: Counter[str]) -> list[tuple[str, str]]:
-    """Greedy BPE on (byte-level) words until every word is a single symbol."""
-    splits = {w: [*w[:-1], w[-1] + "</w>"] for w in word_counts}
-    merges: list[tuple[str, str]] = []
-    while True:
-        pairs: Counter[tuple[str, str]] = Counter()
-        for word, count in word_counts.items():
-            symbols = splits[word]
-            for pair in zip(symbols, symbols[1:], strict=False):
-                pairs[pair] += count
-        if not pairs:
-            return merges
-        best = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        merges.append(best)
-        for word, symbols in splits.items():
-            merged, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    merged.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            splits[word] = merged
-
-
 def build_clip_tokenizer(captions: Sequence[str], out_dir: str | Path) -> CLIPTokenizer:
     """CLIP byte-level BPE tokenizer whose merges turn every corpus word into one token.
 
@@ -173,18 +109,32 @@ def build_clip_tokenizer(captions: Sequence[str], out_dir: str | Path) -> CLIPTo
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    byte_chars = list(bytes_to_unicode().values())
-    base = [*byte_chars, *(c + "</w>" for c in byte_chars)]
+    # The 256 byte-level characters in the GPT-2/CLIP table's order (sorted by code point:
+    # printable bytes stand for themselves, the others map to U+0100 onwards in byte order).
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    base = [*byte_chars, *(c + WORD_END for c in byte_chars)]
 
-    # Use CLIP's own normaliser + pre-tokeniser so training words match encoding exactly.
+    # CLIP's own normaliser + pre-tokeniser (lower case, words, byte level) so that the
+    # words BPE learns on are those encoding sees; "</w>" marks a word's last symbol.
     bootstrap = CLIPTokenizer(vocab={t: i for i, t in enumerate([*base, BOS_TOKEN, EOS_TOKEN])})
-    backend = bootstrap.backend_tokenizer
-    words: Counter[str] = Counter()
-    for caption in captions:
-        normalised = backend.normalizer.normalize_str(caption)
-        words.update(piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(normalised))
-
-    merges = _learn_merges(words)
+    learner = Tokenizer(models.BPE(end_of_word_suffix=WORD_END))
+    learner.normalizer = bootstrap.backend_tokenizer.normalizer
+    learner.pre_tokenizer = bootstrap.backend_tokenizer.pre_tokenizer
+    # No effective vocabulary limit (each merge removes at least one symbol from the
+    # corpus's words, so there are fewer merges than bytes): merge until every word is one.
+    trainer = trainers.BpeTrainer(
+        vocab_size=len(base) + sum(len(c.encode("utf-8")) for c in captions) + 2,
+        min_frequency=0,
+        initial_alphabet=byte_chars,
+        end_of_word_suffix=WORD_END,
+        special_tokens=[],
+        show_progress=False,
+    )
+    learner.train_from_iterator(list(captions), trainer)
+    merges = [
+        tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+        for m in json.loads(learner.to_str())["model"]["merges"]
+    ]
     vocab_tokens = list(base)
     seen = set(vocab_tokens)
     for a, b in merges:
@@ -262,37 +212,77 @@ def _random_shift(pixels: torch.Tensor, max_shift: int, gen: torch.Generator) ->
     )
 
 
+def clip_collate(
+    items: list[dict[str, torch.Tensor]],
+    generator: torch.Generator,
+    all_captions: bool = True,
+    shift_px: int = 0,
+) -> Batch:
+    """``fit``'s ``collate``: items ``{"pixels": (3, H, W), "input_ids": (n_captions, T)}``,
+    one per distinct image -> the images, randomly shifted by up to ``shift_px``, and every
+    caption of each (``all_captions``) or one drawn with ``generator``; ``text_image`` is
+    the batch row of each caption's image."""
+    pixels = _random_shift(torch.stack([item["pixels"] for item in items]), shift_px, generator)
+    if all_captions:
+        ids = [item["input_ids"] for item in items]
+    else:
+        picks = [
+            int(torch.randint(len(item["input_ids"]), (), generator=generator)) for item in items
+        ]
+        ids = [item["input_ids"][p : p + 1] for item, p in zip(items, picks, strict=True)]
+    text_image = torch.cat([torch.full((len(x),), row) for row, x in enumerate(ids)])
+    return {"pixel_values": pixels, "input_ids": torch.cat(ids), "text_image": text_image}
+
+
+def clip_loss(model: CLIPModel, batch: Batch) -> torch.Tensor:
+    """``fit``'s loss: symmetric cross-entropy of the text->image logits with soft targets.
+
+    A caption is positive for its own image and for any batch image having an identical
+    caption string, so other captions of the same image are never negatives. (Under
+    data-parallel training the negatives are each process's slice of the batch: caption
+    counts differ between images, so the slices cannot be gathered row for row.)
+    """
+    ids = batch["input_ids"]
+    logits = model(input_ids=ids, pixel_values=batch["pixel_values"]).logits_per_text.float()
+    own = F.one_hot(batch["text_image"], logits.shape[1]).float()  # (texts, images)
+    same_text = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
+    positive = ((same_text @ own) > 0).float()
+    return 0.5 * (
+        F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
+        + F.cross_entropy(logits.t(), positive.t() / positive.t().sum(1, keepdim=True))
+    )
+
+
+def clamp_logit_scale(model: CLIPModel) -> None:
+    """``fit``'s ``after_step``: as in CLIP, the temperature is capped at 100."""
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+
+
 def train_clip(
     images: Sequence[Image.Image],
     captions: Sequence[str],
     image_ids: Sequence[Hashable],
     processor: CLIPProcessor,
-    config: TinyClipConfig | CLIPConfig | None = None,
-    train_cfg: ClipTrainConfig | dict[str, Any] | None = None,
-) -> tuple[CLIPModel, list[dict[str, float]]]:
-    """Contrastive training of a CLIPModel from scratch on (image, caption) pairs.
+    config: TinyClipConfig,
+    train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Contrastive training of a CLIPModel from scratch on (image, caption) pairs, through
+    :func:`~wavy_pipeline.models.train.fit` (resumable from ``checkpoint_dir``).
 
     ``images``, ``captions`` and ``image_ids`` are parallel (one row per pair); pairs with the
-    same id share one image (its first occurrence is used). Each batch holds distinct images
-    with all their captions (``all_captions``, default) or one random caption each, so other
-    captions of the same image are never negatives. Text->image and image->text
-    cross-entropies use soft targets: a caption is positive for its image and for any batch
-    image having an identical caption string. Returns the model (eval mode) and a per-epoch history
-    ``[{"epoch", "step", "loss", "lr", "logit_scale", "elapsed_s"}, ...]``.
+    same id share one image (its first occurrence is used). An epoch is every distinct image
+    once; each batch holds distinct images with all their captions
+    (``config.all_captions``) or one random caption each (:func:`clip_collate`,
+    :func:`clip_loss`). Returns ``fit``'s result, the model in eval mode.
     """
     if not len(images) == len(captions) == len(image_ids):
         raise ValueError("images, captions and image_ids must be parallel sequences")
-    cfg = _as_train_cfg(train_cfg, ClipTrainConfig)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    if not isinstance(config, CLIPConfig):
-        config = (config or TinyClipConfig()).to_hf(processor.tokenizer)
-    model = CLIPModel(config)
-    model.train()
+    set_seed(train.seed)
+    model = CLIPModel(config.to_hf(processor.tokenizer))
 
     unique_ids = list(dict.fromkeys(image_ids))
     first_row = {iid: list(image_ids).index(iid) for iid in unique_ids}
@@ -303,97 +293,37 @@ def train_clip(
     # same gradients as 77 tokens, at a fraction of the cost.
     eos = token_ids == processor.tokenizer.eos_token_id
     token_ids = token_ids[:, : int(eos.int().argmax(-1).max()) + 1]
-    rows_of = {iid: [] for iid in unique_ids}
+    rows_of: dict[Hashable, list[int]] = {iid: [] for iid in unique_ids}
     for row, iid in enumerate(image_ids):
         rows_of[iid].append(row)
-
-    batch_size = min(cfg.batch_size, len(unique_ids))
-    steps_per_epoch = math.ceil(len(unique_ids) / batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [
-        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)
+    items = [
+        {"pixels": pixels[i], "input_ids": token_ids[rows_of[iid]]}
+        for i, iid in enumerate(unique_ids)
     ]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0},
-        ],
-        lr=cfg.learning_rate,
-        betas=(0.9, 0.98),
-        eps=1e-6,
+    result = fit(
+        model,
+        clip_loss,
+        items,
+        None,
+        train,
+        checkpoint_dir,
+        progress,
+        fingerprint_extra={"model": asdict(config), "data": data_digest(pixels, token_ids)},
+        collate=lambda batch, generator: clip_collate(
+            batch, generator, config.all_captions, config.augment_shift_px
+        ),
+        after_step=clamp_logit_scale,
     )
-
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    step = 0
-    stop = False
-    bar = tqdm(total=total_steps, desc="clip", disable=not cfg.progress, leave=False)
-    for epoch in range(cfg.epochs):
-        losses = []
-        order = rng.permutation(len(unique_ids))
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            if len(idx) < 2:  # a single pair has no negatives
-                continue
-            progress = _training_progress(step, total_steps, start, cfg.max_time_s)
-            if progress >= 1.0:
-                stop = True
-                break
-            lr = _set_lr(optimizer, cfg.learning_rate, progress, cfg.warmup_fraction)
-            if cfg.all_captions:
-                text_image = [b for b, i in enumerate(idx) for _ in rows_of[unique_ids[i]]]
-                rows = [r for i in idx for r in rows_of[unique_ids[i]]]
-            else:
-                text_image = list(range(len(idx)))
-                rows = [int(rng.choice(rows_of[unique_ids[i]])) for i in idx]
-            ids = token_ids[rows]
-            out = model(
-                input_ids=ids, pixel_values=_random_shift(pixels[idx], cfg.augment_shift_px, gen)
-            )
-            own = F.one_hot(torch.tensor(text_image), len(idx)).float()  # (texts, images)
-            same_text = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
-            positive = ((same_text @ own) > 0).float()
-            logits = out.logits_per_text  # (texts, images)
-            loss = 0.5 * (
-                F.cross_entropy(logits, positive / positive.sum(1, keepdim=True))
-                + F.cross_entropy(logits.t(), positive.t() / positive.t().sum(1, keepdim=True))
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            with torch.no_grad():  # as in CLIP: temperature capped at 100
-                model.logit_scale.clamp_(0, math.log(100))
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
-        if not losses:
-            break
-        history.append(
-            {
-                "epoch": epoch,
-                "step": step,
-                "loss": float(np.mean(losses)),
-                "lr": lr,
-                "logit_scale": float(model.logit_scale.detach().exp()),
-                "elapsed_s": time.perf_counter() - start,
-            }
-        )
-        if stop:
-            break
-    bar.close()
-    model.eval()
-    return model, history
+    result.model.eval()
+    return result
 
 
 __all__ = [
-    "ClipTrainConfig",
     "TinyClipConfig",
     "build_clip_image_processor",
     "build_clip_processor",
     "build_clip_tokenizer",
-    "bytes_to_unicode",
+    "clip_collate",
+    "clip_loss",
     "train_clip",
 ]

@@ -26,19 +26,22 @@ level; attention-pooled text states also added to the UNet's timestep embedding
 pipeline class, its inputs and the folder layout are SD's. Guidance ~5 works better than
 SD's default 7.5 for this small model.
 
-Pure library code (no Kedro).
+Both stages train through the project's one loop (:func:`wavy_pipeline.models.train.fit`,
+whose EMA is diffusers' ``EMAModel``); this file holds their collates and losses. Pure
+library code (no Kedro).
 """
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
@@ -47,12 +50,12 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.training_utils import compute_snr
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from wavy_pipeline.models.clip_encoding import encode_prompts, prompt_length
-from wavy_pipeline.models.foundation_hubert import _as_train_cfg, _lr_lambda, seed_everything
+from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, data_digest, fit
 
 ImagesLike = Sequence[Image.Image] | np.ndarray | torch.Tensor
 
@@ -110,11 +113,33 @@ class TinyDiffusionConfig:
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
     sampler: str = "dpmsolver++"  # or "ddim"
+    # training recipe (the optimisation itself is TrainConfig's): VAE loss =
+    # reconstruction (L1 + MSE) + vae_kl_weight * KL per latent element, on images flipped
+    # and transposed at random (square images; the VAE sees no captions); UNet: captions
+    # replaced by "" with probability caption_dropout (classifier-free guidance), Min-SNR-
+    # gamma weighting (None: plain MSE) and offset noise (see diffusion_loss)
+    vae_kl_weight: float = 1e-6
+    vae_augment_flips: bool = True
+    caption_dropout: float = 0.1
+    snr_gamma: float | None = 5.0
+    noise_offset: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("vae_block_out_channels", "unet_block_out_channels"):
+            setattr(self, name, tuple(getattr(self, name)))  # YAML gives lists
+        for name in ("unet_down_block_types", "unet_up_block_types"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
     @property
     def latent_size(self) -> int:
         """Side of the latent grid (``image_size / 2 ** (n_vae_blocks - 1)``)."""
         return self.image_size // 2 ** (len(self.vae_block_out_channels) - 1)
+
+    def latent_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of ``batch`` latents: (batch, latent_channels, latent_size, latent_size)."""
+        return (batch, self.latent_channels, self.latent_size, self.latent_size)
 
     def build_vae(self) -> AutoencoderKL:
         """Randomly initialised AutoencoderKL (``scaling_factor`` is set by :func:`train_vae`).
@@ -185,41 +210,6 @@ class TinyDiffusionConfig:
         raise ValueError(f"unknown sampler {self.sampler!r} (expected 'dpmsolver++' or 'ddim')")
 
 
-@dataclass
-class DiffusionTrainConfig:
-    """Training hyper-parameters of the VAE (``vae_*``) and UNet (``unet_*``) stages.
-
-    Defaults are tuned on the spoken-shapes demo (84 training images): about 2.5 (VAE) +
-    6.5 (UNet) minutes with one CPU thread. ``torch_threads`` calls ``torch.set_num_threads``;
-    on a CPU shared with other jobs, 1 thread can be several times faster than 2 (OpenMP
-    threads wait on each other). ``*_max_time_s`` stops a stage early (wall clock);
-    ``ema_decay`` = 0 disables the EMA of the UNet weights.
-    """
-
-    seed: int = 0
-    max_grad_norm: float = 1.0
-    warmup_steps: int = 50
-    torch_threads: int | None = None
-    progress: bool = True
-    # VAE: reconstruction (L1 + MSE) + kl_weight * KL (per latent element)
-    vae_steps: int = 1000
-    vae_batch_size: int = 8
-    vae_learning_rate: float = 3e-3
-    vae_kl_weight: float = 1e-6
-    vae_augment_flips: bool = True  # flips/transposes, square images (the VAE sees no captions)
-    vae_max_time_s: float | None = None
-    # UNet: epsilon prediction on (frozen) VAE latents
-    unet_steps: int = 1200
-    unet_batch_size: int = 16
-    unet_learning_rate: float = 2e-3
-    unet_weight_decay: float = 1e-2
-    caption_dropout: float = 0.1  # replace the caption by "" (classifier-free guidance)
-    snr_gamma: float | None = 5.0  # Min-SNR-gamma loss weighting; None = plain MSE
-    noise_offset: float = 0.1  # "offset noise" (see diffusion_loss)
-    ema_decay: float = 0.999
-    unet_max_time_s: float | None = None
-
-
 # --------------------------------------------------------------------------- helpers
 def images_to_tensor(images: ImagesLike) -> torch.Tensor:
     """PIL images / uint8 array (N, H, W, 3) / float tensor -> float32 (N, 3, H, W) in [-1, 1].
@@ -276,118 +266,109 @@ def _augment_d4(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-class _Ema:
-    """Exponential moving average of parameters with the usual warm-up
-    (``decay_t = min(decay, (1 + t) / (10 + t))``)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = [p.detach().clone() for p in model.parameters()]
-        self.step = 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.step += 1
-        d = min(self.decay, (1 + self.step) / (10 + self.step))
-        for s, p in zip(self.shadow, model.parameters(), strict=True):
-            s.lerp_(p.detach(), 1 - d)
-
-    @torch.no_grad()
-    def copy_to(self, model: torch.nn.Module) -> None:
-        for s, p in zip(self.shadow, model.parameters(), strict=True):
-            p.copy_(s)
-
-
-def _optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, warmup: int, total: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=lr,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total))
-    return optimizer, scheduler
-
-
-def _setup(train_cfg: DiffusionTrainConfig | dict[str, Any] | None) -> DiffusionTrainConfig:
-    cfg = _as_train_cfg(train_cfg, DiffusionTrainConfig)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    seed_everything(cfg.seed)
-    return cfg
-
-
 # --------------------------------------------------------------------------- VAE
 def vae_loss(
-    vae: AutoencoderKL, pixels: torch.Tensor, kl_weight: float, generator: torch.Generator
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Reconstruction (L1 + MSE per pixel) + ``kl_weight`` * KL (mean per latent element)."""
+    vae: AutoencoderKL, pixels: torch.Tensor, kl_weight: float, noise: torch.Tensor
+) -> torch.Tensor:
+    """Reconstruction (L1 + MSE per pixel) + ``kl_weight`` * KL (mean per latent element);
+    the posterior sample is ``mean + std * noise`` (``noise``: standard normal, latent shape)."""
     dist = vae.encode(pixels).latent_dist
-    recon = vae.decode(dist.sample(generator=generator)).sample
+    recon = vae.decode(dist.mean + dist.std * noise.to(dist.mean.dtype)).sample
     rec = (recon - pixels).abs().mean() + (recon - pixels).pow(2).mean()
     kl = 0.5 * (dist.mean.pow(2) + dist.var - 1.0 - dist.logvar).mean()
-    loss = rec + kl_weight * kl
-    return loss, {"loss": loss.item(), "rec": rec.item(), "kl": kl.item()}
+    return rec + kl_weight * kl
+
+
+def vae_collate(
+    items: list[dict[str, torch.Tensor]], generator: torch.Generator, config: TinyDiffusionConfig
+) -> Batch:
+    """``fit``'s ``collate`` for the VAE: the images (flipped and transposed at random when
+    ``config.vae_augment_flips``) in channels-last layout, and the posterior noise."""
+    pixels = torch.stack([item["pixels"] for item in items])
+    if config.vae_augment_flips:
+        pixels = _augment_d4(pixels, generator)
+    noise = torch.randn(config.latent_shape(len(pixels)), generator=generator)
+    return {"pixels": pixels.contiguous(memory_format=torch.channels_last), "noise": noise}
 
 
 def train_vae(
     images: ImagesLike,
-    config: TinyDiffusionConfig | None = None,
-    train_cfg: DiffusionTrainConfig | dict[str, Any] | None = None,
+    config: TinyDiffusionConfig,
+    train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
     *,
     vae: AutoencoderKL | None = None,
-    history: list[dict[str, float]] | None = None,
-) -> AutoencoderKL:
-    """Train an AutoencoderKL on ``images`` (reconstruction + small KL) and set its
-    ``scaling_factor`` to 1 / std of the dataset's latents.
+    progress: bool = True,
+) -> TrainResult:
+    """Train an AutoencoderKL on ``images`` (reconstruction + small KL) through
+    :func:`~wavy_pipeline.models.train.fit`, then set its ``scaling_factor`` to 1 / std of
+    the dataset's latents.
 
-    ``vae`` continues training a given model instead of a fresh ``config.build_vae()``;
-    ``history`` (a list) receives one ``{"step", "loss", "rec", "kl", "lr", "elapsed_s"}``
-    record per step. Returns the model in eval mode.
+    ``vae`` continues training a given model instead of a fresh ``config.build_vae()``.
+    Returns ``fit``'s result, the model in eval mode.
     """
-    cfg = _setup(train_cfg)
-    config = config or TinyDiffusionConfig()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    pixels = images_to_tensor(images).contiguous(memory_format=torch.channels_last)
+    set_seed(train.seed)
+    pixels = images_to_tensor(images)
     vae = vae if vae is not None else config.build_vae()
-    vae.to(memory_format=torch.channels_last).train()  # ~1.4x faster convolutions on CPU
-    optimizer, scheduler = _optimizer(
-        vae, cfg.vae_learning_rate, 0.0, min(cfg.warmup_steps, cfg.vae_steps // 4), cfg.vae_steps
+    vae.to(memory_format=torch.channels_last)  # ~1.4x faster convolutions on CPU
+    result = fit(
+        vae,
+        lambda model, batch: vae_loss(model, batch["pixels"], config.vae_kl_weight, batch["noise"]),
+        [{"pixels": p} for p in pixels],
+        None,
+        train,
+        checkpoint_dir,
+        progress,
+        fingerprint_extra={"model": asdict(config), "data": data_digest(pixels)},
+        collate=lambda batch, generator: vae_collate(batch, generator, config),
     )
-    batch_size = min(cfg.vae_batch_size, len(pixels))
-    start = time.perf_counter()
-    bar = tqdm(total=cfg.vae_steps, desc="vae", disable=not cfg.progress, leave=False)
-    for step in range(cfg.vae_steps):
-        batch = pixels[torch.randperm(len(pixels), generator=gen)[:batch_size]]
-        if cfg.vae_augment_flips:
-            batch = _augment_d4(batch, gen)
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        loss, logs = vae_loss(vae, batch, cfg.vae_kl_weight, gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        elapsed = time.perf_counter() - start
-        if history is not None:
-            history.append(
-                {"step": step, **logs, "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed}
-            )
-        bar.update(1)
-        bar.set_postfix(rec=f"{logs['rec']:.4f}", kl=f"{logs['kl']:.2f}")
-        if cfg.vae_max_time_s is not None and elapsed > cfg.vae_max_time_s:
-            break
-    bar.close()
-    vae.to(memory_format=torch.contiguous_format).eval()
-    mean, std = encode_latent_dist(vae, pixels.contiguous())
-    latents = mean + std * torch.randn(mean.shape, generator=gen)
+    vae = result.model.to(memory_format=torch.contiguous_format).eval()
+    mean, std = encode_latent_dist(vae, pixels.to(vae.device))
+    generator = torch.Generator().manual_seed(train.seed)
+    latents = mean.cpu() + std.cpu() * torch.randn(mean.shape, generator=generator)
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-    return vae
+    return result
 
 
 # --------------------------------------------------------------------------- UNet
+def sample_noise(
+    latents: torch.Tensor,
+    num_train_timesteps: int,
+    generator: torch.Generator,
+    noise_offset: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training noise (with ``noise_offset`` * N(0, 1) per sample and channel added, "offset
+    noise") and uniformly drawn timesteps for a batch of ``latents``."""
+    noise = torch.randn(latents.shape, generator=generator)
+    if noise_offset:
+        b, c = latents.shape[:2]
+        noise = noise + noise_offset * torch.randn((b, c, 1, 1), generator=generator)
+    timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=generator)
+    return noise, timesteps
+
+
+def denoising_loss(
+    unet: UNet2DConditionModel,
+    latents: torch.Tensor,
+    text_states: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    noise_scheduler: DDPMScheduler,
+    snr_gamma: float | None = None,
+) -> torch.Tensor:
+    """Epsilon-prediction MSE of ``unet`` on ``latents`` noised with ``noise`` at
+    ``timesteps``; ``snr_gamma`` enables Min-SNR-gamma weighting (Hang et al. 2023,
+    ``min(SNR, gamma) / SNR`` per sample, SNR from diffusers' ``compute_snr``), which
+    down-weights the easy low-noise steps."""
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    pred = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
+    per_sample = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))
+    if snr_gamma:
+        snr = compute_snr(noise_scheduler, timesteps)
+        per_sample = per_sample * snr.clamp(max=snr_gamma) / snr
+    return per_sample.mean()
+
+
 def diffusion_loss(
     unet: UNet2DConditionModel,
     latents: torch.Tensor,
@@ -397,30 +378,51 @@ def diffusion_loss(
     snr_gamma: float | None = None,
     noise_offset: float = 0.0,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE for scaled ``latents`` at uniformly drawn timesteps.
+    """:func:`sample_noise` then :func:`denoising_loss`: the training objective on one batch.
 
-    ``snr_gamma`` enables Min-SNR-gamma loss weighting (Hang et al. 2023,
-    ``min(SNR, gamma) / SNR`` per sample), which down-weights the easy low-noise steps.
-    ``noise_offset`` adds ``noise_offset * N(0, 1)`` per (sample, channel) to the noise
-    ("offset noise"): SD's schedule keeps some signal at t=999 (SNR 0.005 per element), and
+    ``noise_offset``: SD's schedule keeps some signal at t=999 (SNR 0.005 per element), and
     on small flat-coloured latents the mean colour leaks through it, so without the offset
     the model learns to take the colour from the starting noise instead of the prompt.
     """
-    noise = torch.randn(latents.shape, generator=generator)
-    if noise_offset:
-        b, c = latents.shape[:2]
-        noise = noise + noise_offset * torch.randn((b, c, 1, 1), generator=generator)
-    timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator
+    noise, timesteps = sample_noise(
+        latents, noise_scheduler.config.num_train_timesteps, generator, noise_offset
     )
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
-    per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
-    if snr_gamma:
-        alpha_bar = noise_scheduler.alphas_cumprod[timesteps]
-        snr = alpha_bar / (1 - alpha_bar)
-        per_sample = per_sample * snr.clamp(max=snr_gamma) / snr
-    return per_sample.mean()
+    noise, timesteps = noise.to(latents), timesteps.to(latents.device)
+    return denoising_loss(unet, latents, text_states, noise, timesteps, noise_scheduler, snr_gamma)
+
+
+def unet_collate(
+    items: list[dict[str, torch.Tensor]],
+    generator: torch.Generator,
+    *,
+    text_states: torch.Tensor,
+    config: TinyDiffusionConfig,
+    scaling_factor: float,
+) -> Batch:
+    """``fit``'s ``collate`` for the UNet: items ``{"mean", "std", "captions"}`` (an image's
+    posterior and the rows of its captions in ``text_states``, row 0 the empty prompt) ->
+    sampled, scaled latents, one caption's states per image (the empty prompt with
+    probability ``config.caption_dropout``), the training noise and timesteps; every draw
+    from ``generator``."""
+    rows = []
+    for item in items:
+        if float(torch.rand((), generator=generator)) < config.caption_dropout:
+            rows.append(0)
+        else:
+            pick = int(torch.randint(len(item["captions"]), (), generator=generator))
+            rows.append(int(item["captions"][pick]))
+    mean = torch.stack([item["mean"] for item in items])
+    std = torch.stack([item["std"] for item in items])
+    latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
+    noise, timesteps = sample_noise(
+        latents, config.num_train_timesteps, generator, config.noise_offset
+    )
+    return {
+        "latents": latents,
+        "text_states": text_states[rows],
+        "noise": noise,
+        "timesteps": timesteps,
+    }
 
 
 def train_unet(
@@ -429,96 +431,74 @@ def train_unet(
     vae: AutoencoderKL,
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
-    config: TinyDiffusionConfig | None = None,
-    train_cfg: DiffusionTrainConfig | dict[str, Any] | None = None,
+    config: TinyDiffusionConfig,
+    train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
     *,
     unet: UNet2DConditionModel | None = None,
-    history: list[dict[str, float]] | None = None,
-) -> UNet2DConditionModel:
-    """Latent-diffusion training of a text-conditioned UNet (epsilon prediction, SD schedule).
+    progress: bool = True,
+) -> TrainResult:
+    """Latent-diffusion training of a text-conditioned UNet (epsilon prediction, SD schedule)
+    through :func:`~wavy_pipeline.models.train.fit`.
 
     ``captions[i]`` is the caption (or list of captions) of ``images[i]``; each step draws one
-    caption per image, replaced by ``""`` with probability ``caption_dropout``. VAE latents
-    (posterior mean/std, resampled every step) and text hidden states are computed once with
-    the frozen ``vae`` / ``text_encoder``. AdamW with warm-up + cosine decay, gradient
-    clipping and an EMA of the weights (returned, in eval mode). ``unet`` continues training
-    a given model; ``history`` receives ``{"step", "loss", "lr", "elapsed_s"}`` per step.
+    caption per image, replaced by ``""`` with probability ``config.caption_dropout``. VAE
+    latents (posterior mean/std, resampled every step) and text hidden states are computed
+    once with the frozen ``vae`` / ``text_encoder``. The schedule, gradient clipping and the
+    EMA of the weights (``train.ema_decay``) are ``fit``'s. ``unet`` continues training a
+    given model. Returns ``fit``'s result, the (EMA) model in eval mode.
     """
     if len(images) != len(captions):
         raise ValueError("images and captions must be parallel (one entry per image)")
-    cfg = _setup(train_cfg)
-    config = config or TinyDiffusionConfig()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-
-    # Frozen encoders: latents and text states once.
-    mean, std = encode_latent_dist(vae, images_to_tensor(images))
-    scale = vae.config.scaling_factor
+    set_seed(train.seed)
+    mean, std = encode_latent_dist(vae, images_to_tensor(images).to(vae.device))
+    mean, std = mean.cpu(), std.cpu()
     per_image = [[c] if isinstance(c, str) else list(c) for c in captions]
     texts = list(dict.fromkeys(["", *(c for caps in per_image for c in caps)]))
     index = {t: i for i, t in enumerate(texts)}
     states = encode_prompts(text_encoder, tokenizer, texts)
-    caption_ids = [[index[c] for c in caps] for caps in per_image]
-
-    noise_scheduler = config.build_noise_scheduler()
     unet = unet if unet is not None else config.build_unet()
     if unet.config.cross_attention_dim != states.shape[-1]:
         raise ValueError(
             f"unet cross_attention_dim {unet.config.cross_attention_dim} != text hidden size "
             f"{states.shape[-1]}"
         )
-    unet.train()
-    optimizer, scheduler = _optimizer(
+    items = [
+        {"mean": m, "std": s, "captions": torch.tensor([index[c] for c in caps])}
+        for m, s, caps in zip(mean, std, per_image, strict=True)
+    ]
+    noise_scheduler = config.build_noise_scheduler()
+    scaling_factor = float(vae.config.scaling_factor)
+    result = fit(
         unet,
-        cfg.unet_learning_rate,
-        cfg.unet_weight_decay,
-        min(cfg.warmup_steps, cfg.unet_steps // 4),
-        cfg.unet_steps,
+        lambda model, batch: denoising_loss(
+            model,
+            batch["latents"],
+            batch["text_states"],
+            batch["noise"],
+            batch["timesteps"],
+            noise_scheduler,
+            config.snr_gamma,
+        ),
+        items,
+        None,
+        train,
+        checkpoint_dir,
+        progress,
+        fingerprint_extra={
+            "model": asdict(config),
+            "data": data_digest(mean, std, states, [list(caps) for caps in per_image]),
+        },
+        collate=lambda batch, generator: unet_collate(
+            batch,
+            generator,
+            text_states=states,
+            config=config,
+            scaling_factor=scaling_factor,
+        ),
     )
-    ema = _Ema(unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-    batch_size = min(cfg.unet_batch_size, len(mean))
-    order: list[int] = []
-    start = time.perf_counter()
-    bar = tqdm(total=cfg.unet_steps, desc="unet", disable=not cfg.progress, leave=False)
-    for step in range(cfg.unet_steps):
-        if len(order) < batch_size:  # epochs of shuffled images
-            order += rng.permutation(len(mean)).tolist()
-        idx, order = order[:batch_size], order[batch_size:]
-        text_rows = [
-            0 if rng.random() < cfg.caption_dropout else int(rng.choice(caption_ids[i]))
-            for i in idx
-        ]
-        eps = torch.randn(mean[idx].shape, generator=gen)
-        latents = (mean[idx] + std[idx] * eps) * scale
-        loss = diffusion_loss(
-            unet, latents, states[text_rows], noise_scheduler, gen, cfg.snr_gamma, cfg.noise_offset
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(unet)
-        elapsed = time.perf_counter() - start
-        if history is not None:
-            history.append(
-                {
-                    "step": step,
-                    "loss": loss.item(),
-                    "lr": scheduler.get_last_lr()[0],
-                    "elapsed_s": elapsed,
-                }
-            )
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if cfg.unet_max_time_s is not None and elapsed > cfg.unet_max_time_s:
-            break
-    bar.close()
-    if ema is not None:
-        ema.copy_to(unet)
-    return unet.eval()
+    result.model.eval()
+    return result
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -554,28 +534,35 @@ def train_stand_in(
     captions: Sequence[str | Sequence[str]],
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
-    config: TinyDiffusionConfig | None = None,
-    train_cfg: DiffusionTrainConfig | dict[str, Any] | None = None,
+    config: TinyDiffusionConfig,
+    vae_train: TrainConfig,
+    unet_train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
 ) -> tuple[StableDiffusionPipeline, dict[str, list[dict[str, float]]]]:
-    """:func:`train_vae` + :func:`train_unet` + :func:`build_pipeline` in one call.
+    """:func:`train_vae` + :func:`train_unet` + :func:`build_pipeline` in one call (their
+    checkpoints in ``checkpoint_dir/vae`` and ``checkpoint_dir/unet``).
 
     Returns the pipeline and the per-stage histories ``{"vae": [...], "unet": [...]}``.
     """
-    config = config or TinyDiffusionConfig(cross_attention_dim=text_encoder.config.hidden_size)
-    histories: dict[str, list[dict[str, float]]] = {"vae": [], "unet": []}
-    vae = train_vae(images, config, train_cfg, history=histories["vae"])
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    vae = train_vae(images, config, vae_train, folder and folder / "vae", progress=progress)
     unet = train_unet(
         images,
         captions,
-        vae,
+        vae.model,
         text_encoder,
         tokenizer,
         config,
-        train_cfg,
-        history=histories["unet"],
+        unet_train,
+        folder and folder / "unet",
+        progress=progress,
     )
-    pipe = build_pipeline(vae, unet, text_encoder, tokenizer, config.build_sampler())
-    return pipe, histories
+    pipe = build_pipeline(
+        vae.model.cpu(), unet.model.cpu(), text_encoder, tokenizer, config.build_sampler()
+    )
+    return pipe, {"vae": vae.history, "unet": unet.history}
 
 
 def folder_size_bytes(path: str | Path) -> int:
@@ -589,14 +576,15 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 __all__ = [
-    "DiffusionTrainConfig",
     "TinyDiffusionConfig",
     "build_pipeline",
     "count_parameters",
+    "denoising_loss",
     "diffusion_loss",
     "encode_latent_dist",
     "folder_size_bytes",
     "images_to_tensor",
+    "sample_noise",
     "text_encoder_from_clip",
     "train_stand_in",
     "train_unet",

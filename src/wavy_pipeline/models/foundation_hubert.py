@@ -5,24 +5,26 @@ CTC on the demo corpus and saved in the hub layout (``save_pretrained``); the re
 loads it with ``HubertForCTC.from_pretrained(dir)`` / ``Wav2Vec2Processor.from_pretrained(dir)``
 exactly like the real checkpoint. Architecture choices mirror hubert-large (stable layer norm,
 layer-normed conv feature encoder, 320x downsampling = 50 frames/s at 16 kHz), only smaller.
+
+Training goes through the project's one loop (:func:`wavy_pipeline.models.train.fit`); this
+file holds what is HuBERT's own: the config, length-bucketed batches, the padding collate
+with speed perturbation (:func:`ctc_collate`) and the CTC step (:func:`ctc_loss`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import random
+import os
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from accelerate.utils import set_seed
 from transformers import (
     HubertConfig,
     HubertForCTC,
@@ -30,6 +32,8 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
 )
+
+from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, data_digest, fit
 
 SAMPLING_RATE = 16_000
 CTC_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 as in hubert-large-ls960-ft
@@ -66,6 +70,15 @@ class TinyHubertConfig:
     mask_time_min_masks: int = 1
     mask_feature_prob: float = 0.0
     mask_feature_length: int = 16
+    # training-time augmentation: each waveform resampled by a factor drawn from this range
+    speed_perturb: tuple[float, float] | None = (0.9, 1.1)
+
+    def __post_init__(self) -> None:
+        if self.speed_perturb is not None:
+            low, high = self.speed_perturb
+            if not 0 < low <= high:
+                raise ValueError(f"speed_perturb must be 0 < low <= high, got {self.speed_perturb}")
+            self.speed_perturb = (float(low), float(high))  # YAML gives a list
 
     def to_hf(self, processor: Wav2Vec2Processor) -> HubertConfig:
         """``HubertConfig`` whose vocabulary / special ids come from ``processor.tokenizer``."""
@@ -105,29 +118,6 @@ class TinyHubertConfig:
             eos_token_id=tok.eos_token_id,
             architectures=["HubertForCTC"],
         )
-
-
-@dataclass
-class HubertTrainConfig:
-    """CTC training hyper-parameters.
-
-    Defaults tuned on the spoken-shapes demo (420 train utterances, 8 min of speech): 16 epochs
-    = 848 steps, ~350 CPU-seconds (3-4 min on 2 free cores), test CER ~0.03.
-    """
-
-    epochs: int = 16
-    batch_size: int = 8  # small batches: more updates per epoch get CTC off its plateau sooner
-    learning_rate: float = 1.5e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.08
-    max_grad_norm: float = 1.0
-    speed_perturb: tuple[float, float] | None = (0.9, 1.1)  # resampling factor range (train only)
-    # wall-time budget: the LR schedule then follows max(step, time) progress and training
-    # stops when either runs out (results then depend on machine speed / load)
-    max_time_s: float | None = None
-    seed: int = 0
-    torch_threads: int | None = None
-    progress: bool = True
 
 
 # --------------------------------------------------------------------------- processor
@@ -190,14 +180,19 @@ def pad_waveforms(
     return values, mask
 
 
-def _length_bucketed_batches(
-    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
-) -> list[list[int]]:
-    """Batches of similar lengths (less padding), in random order; jitter varies them per epoch."""
-    jitter = rng.uniform(0.9, 1.1, size=len(lengths))
-    order = np.argsort(np.asarray(lengths) * jitter)
-    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int) -> Batches:
+    """``fit``'s ``batches``: each epoch, batches of similar lengths (less padding) in random
+    order; a per-epoch jitter of the lengths varies their composition. A function of
+    ``(seed, epoch)`` only, so a resumed run sees the same batches."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+
+    def batches(epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([seed, epoch])
+        order = np.argsort(lengths * rng.uniform(0.9, 1.1, size=len(lengths)))
+        chunks = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        rng.shuffle(chunks)
+        return chunks
+
     return batches
 
 
@@ -208,46 +203,29 @@ def _speed_perturb(wav: np.ndarray, factor: float) -> np.ndarray:
     return (out - out.mean()) / (out.std() + 1e-7)
 
 
-def _lr_lambda(warmup_steps: int, total_steps: int):
-    """Step-based warm-up + cosine factor for ``LambdaLR`` (used by other foundation modules)."""
-
-    def fn(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return fn
-
-
-def _training_progress(
-    step: int, total_steps: int, start: float, max_time_s: float | None
-) -> float:
-    """Fraction of training done: by steps, or by wall time if a time budget is tighter."""
-    progress = step / max(1, total_steps)
-    if max_time_s is not None:
-        progress = max(progress, (time.perf_counter() - start) / max_time_s)
-    return progress
+def ctc_collate(
+    items: list[dict[str, Any]],
+    generator: torch.Generator,
+    speed_perturb: tuple[float, float] | None = None,
+) -> Batch:
+    """``fit``'s ``collate``: items ``{"wave": float32 array, "labels": [ids]}`` -> padded
+    ``input_values``, ``attention_mask`` and ``labels`` (-100 beyond each transcript), each
+    waveform first resampled by a factor drawn from ``speed_perturb`` with ``generator``."""
+    waves = [item["wave"] for item in items]
+    if speed_perturb is not None:
+        factors = torch.empty(len(waves)).uniform_(*speed_perturb, generator=generator)
+        waves = [_speed_perturb(w, float(f)) for w, f in zip(waves, factors, strict=True)]
+    values, mask = pad_waveforms(waves)
+    labels = torch.full((len(items), max(len(item["labels"]) for item in items)), -100)
+    for row, item in enumerate(items):
+        labels[row, : len(item["labels"])] = torch.tensor(item["labels"])
+    return {"input_values": values, "attention_mask": mask, "labels": labels}
 
 
-def _set_lr(
-    optimizer: torch.optim.Optimizer, base_lr: float, progress: float, warmup: float
-) -> float:
-    """Linear warm-up then cosine decay to 0, as a function of training progress in [0, 1]."""
-    if progress < warmup:
-        factor = (progress + 1e-3) / warmup
-    else:
-        factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
-    for group in optimizer.param_groups:
-        group["lr"] = base_lr * factor
-    return base_lr * factor
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy (HF SpecAugment uses the global numpy RNG) and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def ctc_loss(model: HubertForCTC, batch: Batch) -> torch.Tensor:
+    """``fit``'s loss: HubertForCTC's mean CTC loss per target token (SpecAugment masks are
+    drawn from numpy's global RNG, which ``fit`` seeds and checkpoints)."""
+    return model(**batch).loss
 
 
 # --------------------------------------------------------------------------- training
@@ -255,81 +233,45 @@ def train_hubert_ctc(
     input_values: Sequence[np.ndarray],
     transcripts: Sequence[str],
     processor: Wav2Vec2Processor,
-    config: TinyHubertConfig | HubertConfig | None = None,
-    train_cfg: HubertTrainConfig | dict[str, Any] | None = None,
-) -> tuple[HubertForCTC, list[dict[str, float]]]:
-    """Train a HubertForCTC from scratch with CTC on normalised 16 kHz waveforms.
+    config: TinyHubertConfig,
+    train: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a HubertForCTC from scratch with CTC on normalised 16 kHz waveforms, through
+    :func:`~wavy_pipeline.models.train.fit` (resumable from ``checkpoint_dir``).
 
-    Returns the model (in eval mode) and a per-epoch history
-    ``[{"epoch", "step", "loss", "lr", "elapsed_s"}, ...]`` (loss = mean CTC loss per target
-    token over the epoch's batches).
+    Returns ``fit``'s result: the model (in eval mode) and its history rows
+    ``{"step", "epoch", "loss", "lr"}`` (loss: mean CTC loss per target token since the
+    previous row).
     """
     if len(input_values) != len(transcripts):
         raise ValueError("input_values and transcripts must have the same length")
-    cfg = _as_train_cfg(train_cfg, HubertTrainConfig)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-
-    if not isinstance(config, HubertConfig):
-        config = (config or TinyHubertConfig()).to_hf(processor)
-    model = HubertForCTC(config)
-    model.train()
-
-    labels = [processor.tokenizer(text).input_ids for text in transcripts]
-    waveforms = [np.asarray(w, dtype=np.float32) for w in input_values]
-    steps_per_epoch = math.ceil(len(waveforms) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
+    set_seed(train.seed)
+    model = HubertForCTC(config.to_hf(processor))
+    waves = [np.asarray(w, dtype=np.float32) for w in input_values]
+    items = [
+        {"wave": wave, "labels": processor.tokenizer(text).input_ids}
+        for wave, text in zip(waves, transcripts, strict=True)
+    ]
+    result = fit(
+        model,
+        ctc_loss,
+        items,
+        None,
+        train,
+        checkpoint_dir,
+        progress,
+        fingerprint_extra={
+            "model": asdict(config),
+            "data": data_digest(waves, list(transcripts)),
+        },
+        batches=length_bucketed_batches([len(w) for w in waves], train.batch_size, train.seed),
+        collate=lambda batch, generator: ctc_collate(batch, generator, config.speed_perturb),
     )
-
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    step = 0
-    stop = False
-    bar = tqdm(total=total_steps, desc="hubert-ctc", disable=not cfg.progress, leave=False)
-    for epoch in range(cfg.epochs):
-        losses = []
-        for batch in _length_bucketed_batches([len(w) for w in waveforms], cfg.batch_size, rng):
-            wavs = [waveforms[i] for i in batch]
-            if cfg.speed_perturb is not None:
-                wavs = [_speed_perturb(w, rng.uniform(*cfg.speed_perturb)) for w in wavs]
-            progress = _training_progress(step, total_steps, start, cfg.max_time_s)
-            if progress >= 1.0:
-                stop = True
-                break
-            lr = _set_lr(optimizer, cfg.learning_rate, progress, cfg.warmup_fraction)
-            values, mask = pad_waveforms(wavs)
-            target = torch.full((len(batch), max(len(labels[i]) for i in batch)), -100)
-            for row, i in enumerate(batch):
-                target[row, : len(labels[i])] = torch.tensor(labels[i])
-            loss = model(input_values=values, attention_mask=mask, labels=target).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
-        if not losses:
-            break
-        history.append(
-            {
-                "epoch": epoch,
-                "step": step,
-                "loss": float(np.mean(losses)),
-                "lr": lr,
-                "elapsed_s": time.perf_counter() - start,
-            }
-        )
-        if stop:
-            break
-    bar.close()
-    model.eval()
-    return model, history
+    result.model.eval()
+    return result
 
 
 # --------------------------------------------------------------------------- inference
@@ -394,24 +336,15 @@ def hubert_hidden_states(
     return out
 
 
-def _as_train_cfg(cfg: Any, cls: type) -> Any:
-    if cfg is None:
-        return cls()
-    if isinstance(cfg, cls):
-        return cfg
-    if isinstance(cfg, dict):
-        return cls(**cfg)
-    raise TypeError(f"expected {cls.__name__} or dict, got {type(cfg).__name__}")
-
-
 __all__ = [
-    "HubertTrainConfig",
     "TinyHubertConfig",
     "build_ctc_processor",
+    "ctc_collate",
     "ctc_greedy_decode",
+    "ctc_loss",
     "hubert_hidden_states",
+    "length_bucketed_batches",
     "pad_waveforms",
-    "seed_everything",
     "train_hubert_ctc",
     "transcribe",
 ]

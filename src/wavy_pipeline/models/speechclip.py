@@ -15,29 +15,29 @@ The contrastive temperature is learned as ``logit_scale = log(1 / T)`` and its e
 is clamped at 100, as in CLIP. The loss lives in :mod:`wavy_pipeline.models.losses`;
 :func:`speechclip_loss` applies it to a training batch, over the global batch when
 training data-parallel.
+
+Persistence is ``huggingface_hub``'s :class:`~huggingface_hub.PyTorchModelHubMixin`:
+``save_pretrained(dir)`` writes ``config.json`` (the :class:`SpeechCLIPConfig`) and
+``model.safetensors``, ``SpeechCLIP.from_pretrained(dir)`` rebuilds the model from them
+(strict key check, eval mode). Saving writes into ``dir``; the Kedro dataset that saves it
+(``PretrainedDataset``) makes the folder appear atomically.
 """
 
-from __future__ import annotations
-
-import json
+# No `from __future__ import annotations`: the hub mixin reads __init__'s annotation to
+# rebuild the SpeechCLIPConfig from config.json, which needs the class, not a string.
 import math
-import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from wavy_pipeline.core.atomic import atomic_write
 from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.train import gather_for_loss
 
 POOLINGS = ("cls_transformer", "attentive")
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -77,7 +77,7 @@ class SpeechCLIPConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SpeechCLIPConfig:
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown SpeechCLIPConfig keys: {sorted(unknown)}")
@@ -124,7 +124,7 @@ class AttentivePooling(nn.Module):
         return out[:, 0]
 
 
-class SpeechCLIP(nn.Module):
+class SpeechCLIP(nn.Module, PyTorchModelHubMixin):
     """Trainable speech and image projectors into a shared, L2-normalised space of size E."""
 
     def __init__(self, config: SpeechCLIPConfig):
@@ -184,30 +184,10 @@ class SpeechCLIP(nn.Module):
         """Return ``(speech_emb (B, E), image_emb (B, E), logit_scale ())``."""
         return self.encode_speech(feats), self.encode_image(image_emb), self.scale()
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically.
-
-        Both files go into a hidden temporary sibling folder that is then renamed into
-        place, so a killed save never leaves a half-written model behind. An existing
-        ``directory`` is swapped out and deleted only once the new one is complete.
-        """
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-
-        def write(tmp: Path) -> None:
-            tmp.mkdir()
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            save_file(state, str(tmp / WEIGHTS_NAME))
-
-        atomic_write(Path(directory), write)
-
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> SpeechCLIP:
-        """Rebuild a model written by :meth:`save_pretrained` (on CPU, strict key check)."""
-        directory = Path(directory)
-        config = SpeechCLIPConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        model = cls(config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=True)
-        return model
+    def _from_pretrained(cls, *, strict: bool = True, **kwargs: Any) -> Self:
+        """The mixin's loader, with a strict key check by default (its own is lenient)."""
+        return super()._from_pretrained(strict=strict, **kwargs)
 
 
 def speechclip_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,27 +1,36 @@
-"""One generic, resumable training loop on HF Accelerate.
+"""The one training loop of the project, on HF Accelerate.
 
-``fit`` trains any ``nn.Module`` whose loss is ``loss_fn(model, batch) -> scalar`` on an
-indexable dataset of ``dict[str, Tensor]`` items:
+``fit`` trains any ``nn.Module`` whose loss is ``loss_fn(model, batch) -> scalar``: the
+SpeechCLIP projectors, the speech adapter and the four foundation stand-ins (HuBERT-CTC,
+CLIP, the diffusion VAE and UNet), each with its step function in its own model file:
 
-* AdamW (weight decay on matrices only, nanoGPT-style), linear warmup then cosine decay;
-* Accelerate handles device placement, autocast (bf16/fp16 on CUDA only) and gradient
-  clipping; batching is done here from a permutation seeded by ``(seed, epoch)``;
-* one checkpoint file (model, optimizer, scheduler, loop position, best weights, history,
-  RNG states) is written atomically every ``checkpoint_every_steps`` and at each epoch end.
-  A later call with the same fingerprint resumes from it and ends with exactly the weights
-  of an uninterrupted run (same device, same data);
+* AdamW (weight decay on matrices and embeddings only, nanoGPT-style), the library's linear
+  warmup then cosine decay (``transformers.get_cosine_schedule_with_warmup``), optional
+  gradient clipping and an optional EMA of the weights (``diffusers`` ``EMAModel``);
+* a budget of epochs, of optimizer steps (``max_steps``), or both (whichever ends first);
+* batches from ``batches(epoch) -> [[index, …], …]`` (default: a permutation seeded by
+  ``(seed, epoch)``, cut into ``batch_size`` slices) assembled by
+  ``collate(items, generator)`` (default: stack same-key tensors). A model that needs
+  padding, length buckets, augmentation or noise passes its own; ``generator`` is a
+  ``torch.Generator`` seeded by ``(seed, epoch, batch, process)``, so every random draw of a
+  batch is reproducible and a resumed run draws the same as an uninterrupted one;
+* Accelerate handles device placement and autocast (bf16/fp16 on CUDA only);
+* one checkpoint file (model, optimizer, scheduler, EMA, loop position, best weights,
+  history, RNG states) is written atomically every ``checkpoint_every_steps`` and at each
+  epoch end. A later call with the same fingerprint resumes from it and ends with exactly
+  the weights of an uninterrupted run (same device, same data);
 * early stopping on ``eval_fn(model)[config.monitor]`` (higher is better), restoring the
-  best weights at the end.
+  best weights at the end (the EMA weights, with an EMA).
 
 One GPU: call ``fit`` (or ``kedro run``). Many GPUs or nodes: start the same program with
 ``accelerate launch --multi_gpu --num_processes N …``; ``fit`` then trains data-parallel
 (DDP through Accelerate's ``prepare``). ``batch_size`` stays the *global* batch: each
-process takes its contiguous ``batch_size / N`` slice of every batch of the same seeded
-order, DDP averages the gradients, so a per-sample mean loss gets the single-process
-gradient; a loss that needs the whole batch (contrastive negatives) gathers it with
-:func:`gather_for_loss`. The main process alone evaluates (the metrics are broadcast, so
-every process makes the same early-stopping decision) and writes checkpoints; the others
-wait for each write. A checkpoint resumes under any number of processes.
+process takes its contiguous ``1 / N`` slice of every batch of the same seeded order, DDP
+averages the gradients, so a per-sample mean loss gets the single-process gradient; a loss
+that needs the whole batch (contrastive negatives) gathers it with :func:`gather_for_loss`.
+The main process alone evaluates (the metrics are broadcast, so every process makes the
+same early-stopping decision) and writes checkpoints; the others wait for each write. A
+checkpoint resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -47,16 +56,18 @@ from accelerate.utils import (
     broadcast_object_list,
     set_seed,
 )
+from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from wavy_pipeline.models.device import PROCESS_GROUP_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes: old ones are then ignored
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint layout changes: old ones are then ignored
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # Config fields that do not change the trajectory, so a checkpoint survives changing them.
@@ -65,6 +76,9 @@ _NOT_FINGERPRINTED = ("device", "checkpoint_every_steps", "log_every_steps", "ma
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 EvalFn = Callable[[nn.Module], Mapping[str, float]]
+Batches = Callable[[int], list[list[int]]]  # epoch -> the epoch's batches of item indices
+Collate = Callable[[list[Any], torch.Generator], Batch]  # items, seeded generator -> batch
+AfterStep = Callable[[nn.Module], None]  # e.g. clamp a parameter after each optimizer step
 
 
 def refuse_nonfinite(
@@ -90,6 +104,36 @@ def refuse_nonfinite(
         )
 
 
+def data_digest(*parts: Any) -> str:
+    """sha256 of training data for ``fit``'s ``fingerprint_extra``: arrays and tensors (dtype,
+    shape, bytes), strings and numbers, in (nested) lists, tuples and dicts. A checkpoint
+    made on other data is then not resumed."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().contiguous().numpy()
+        if isinstance(x, np.ndarray):
+            x = np.ascontiguousarray(x)
+            h.update(f"a|{x.dtype}|{x.shape}|".encode())
+            h.update(x.tobytes())
+        elif isinstance(x, Mapping):
+            h.update(f"d{len(x)}|".encode())
+            for k in sorted(x, key=str):
+                feed(str(k))
+                feed(x[k])
+        elif isinstance(x, list | tuple):
+            h.update(f"l{len(x)}|".encode())
+            for item in x:
+                feed(item)
+        else:
+            h.update(f"s|{x!r}|".encode())
+
+    for part in parts:
+        feed(part)
+    return h.hexdigest()
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, checkpointing and early-stopping settings for :func:`fit`."""
@@ -99,9 +143,13 @@ class TrainConfig:
     drop_last: bool = True  # contrastive losses want full batches
     lr: float = 1e-4
     weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
     warmup_steps: int = 100
-    max_epochs: int = 10
+    max_epochs: int | None = 10  # None: only max_steps ends training
+    max_steps: int | None = None  # optimizer steps; with max_epochs, whichever ends first
     grad_clip: float | None = 1.0  # max global grad norm; None or 0 disables
+    ema_decay: float | None = None  # EMA of the weights (diffusers EMAModel); None or 0: off
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16", honoured on CUDA only
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     checkpoint_every_steps: int | None = 500  # None: only at epoch ends
@@ -116,9 +164,22 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}")
-        for name in ("batch_size", "max_epochs", "eval_every_epochs", "log_every_steps"):
-            if getattr(self, name) < 1:
+        if self.max_epochs is None and self.max_steps is None:
+            raise ValueError("set max_epochs, max_steps or both")
+        for name in (
+            "batch_size",
+            "max_epochs",
+            "max_steps",
+            "eval_every_epochs",
+            "log_every_steps",
+        ):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        self.adam_betas = tuple(self.adam_betas)  # YAML gives a list
 
 
 @dataclass
@@ -150,43 +211,43 @@ class _LoopState:
     epoch_steps: int = 0
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR multiplier: linear ramp to 1 over ``warmup_steps``, then cosine decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def fit(  # noqa: PLR0917 - positional signature shared with the callers
     model: nn.Module,
     loss_fn: LossFn,
-    train_dataset: Sequence[Batch],
+    train_dataset: Sequence[Any],
     eval_fn: EvalFn | None,
     config: TrainConfig,
-    checkpoint_dir: str | os.PathLike,
+    checkpoint_dir: str | os.PathLike | None,
     progress: bool = True,
     *,
     fingerprint_extra: Mapping[str, Any] | None = None,
+    batches: Batches | None = None,
+    collate: Collate | None = None,
+    after_step: AfterStep | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_dataset``, resuming from ``checkpoint_dir`` when possible.
 
     Args:
         model: freshly initialised module (as a restarted process would build it).
-        loss_fn: ``loss_fn(model, batch) -> scalar``; ``batch`` holds the stacked items,
+        loss_fn: ``loss_fn(model, batch) -> scalar``; ``batch`` is ``collate``'s output,
             already on the training device; it runs under Accelerate's autocast.
-        train_dataset: ``len()`` + ``[i] -> dict[str, Tensor]`` of equal shapes per key.
+        train_dataset: ``len()`` + ``[i] -> item``; with the default ``collate`` an item is
+            a ``dict[str, Tensor]`` of equal shapes per key.
         eval_fn: ``eval_fn(model) -> {metric: float}`` containing ``config.monitor``; called
             in eval mode under ``torch.no_grad``. None disables evaluation/early stopping.
         config: see :class:`TrainConfig`.
-        checkpoint_dir: folder for ``checkpoint.pt``; created if missing.
+        checkpoint_dir: folder for ``checkpoint.pt``; created if missing. None: no
+            checkpoints (nothing is written, nothing resumed).
         progress: show a tqdm bar with the running loss.
-        fingerprint_extra: JSON-able identity of anything else the run depends on (e.g. a
-            data version); a checkpoint is only resumed if this matches too.
+        fingerprint_extra: JSON-able identity of anything else the run depends on (the
+            data, the settings of ``batches`` and ``collate``); a checkpoint is only resumed
+            if this matches too.
+        batches: ``batches(epoch)`` -> the epoch's global batches as lists of item indices,
+            the same number every epoch; a pure function of ``epoch`` (a resumed run asks
+            again). Default: the ``(seed, epoch)`` permutation in ``batch_size`` slices.
+        collate: ``collate(items, generator) -> dict[str, Tensor]`` on the CPU. Default:
+            stack each key. ``generator`` is seeded by ``(seed, epoch, batch, process)``.
+        after_step: called with the unwrapped model after every optimizer step.
     """
     accelerator = _make_accelerator(config)
     world, rank, main = (
@@ -200,21 +261,20 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
             f"{world} processes"
         )
     n_items = len(train_dataset)
-    n_batches = (
-        n_items // config.batch_size if config.drop_last else -(-n_items // config.batch_size)
-    )
-    if not config.drop_last and world > 1 and n_items % config.batch_size < world:
-        n_batches = n_items // config.batch_size  # a last batch too small to share out
+    batches = batches or _permutation_batches(config, n_items, world)
+    collate = collate or _stack
+    n_batches = len(batches(0))
     if n_batches == 0:
-        raise ValueError(f"{n_items} items give no full batch of {config.batch_size}")
-    total_steps = n_batches * config.max_epochs
+        raise ValueError(f"{n_items} items give no batch of {config.batch_size}")
+    budgets = [config.max_steps, config.max_epochs and n_batches * config.max_epochs]
+    total_steps = min(b for b in budgets if b)
 
     set_seed(config.seed)
     optimizer = _make_optimizer(model, config)
-    scheduler = LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total_steps))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
     fingerprint = _fingerprint(model, config, n_items, fingerprint_extra)
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-    state = _try_resume(
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    resumed = _try_resume(
         ckpt_path,
         fingerprint,
         model=model,
@@ -222,12 +282,21 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
         scheduler=scheduler,
         accelerator=accelerator,
     )
+    state, ema_state = resumed if resumed is not None else (None, None)
     resumed_from_step = state.step if state is not None else None
     state = state or _LoopState()
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     raw_model = accelerator.unwrap_model(model)
+    ema = None
+    if config.ema_decay:  # on the training device, after prepare has put the model there
+        ema = EMAModel(raw_model.parameters(), decay=config.ema_decay)
+        if ema_state is not None:
+            ema.load_state_dict(ema_state)
+            ema.to(accelerator.device)
 
     def save() -> None:
+        if ckpt_path is None:
+            return
         if not main:  # one writer; the others wait until the file is complete
             accelerator.wait_for_everyone()
             return
@@ -239,6 +308,7 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                "ema": ema.state_dict() if ema is not None else None,
                 "rng": _get_rng_state(),
             },
             ckpt_path,
@@ -260,12 +330,17 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
     bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and main), desc="train")
     with bar:
         while not state.done:
-            order = _epoch_permutation(config.seed, state.epoch, n_items)
-            for b in range(state.batch_in_epoch, n_batches):
-                indices = _shard(
-                    order[b * config.batch_size : (b + 1) * config.batch_size], world, rank
+            epoch_batches = batches(state.epoch)
+            if len(epoch_batches) != n_batches:
+                raise ValueError(
+                    f"batches({state.epoch}) gave {len(epoch_batches)} batches, epoch 0 "
+                    f"{n_batches}: every epoch must have the same number"
                 )
-                batch = _collate([train_dataset[i] for i in indices], accelerator.device)
+            for b in range(state.batch_in_epoch, n_batches):
+                indices = _shard(epoch_batches[b], world, rank)
+                generator = _batch_generator(config.seed, state.epoch, b, rank)
+                batch = collate([train_dataset[i] for i in indices], generator)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 with accelerator.autocast():
                     loss = loss_fn(model, batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -274,6 +349,10 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
                     accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if after_step is not None:
+                    after_step(raw_model)
+                if ema is not None:
+                    ema.step(raw_model.parameters())
 
                 loss_value = (
                     accelerator.reduce(loss.detach(), "mean") if world > 1 else loss
@@ -295,6 +374,8 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
                     state.history.append(_row(state.step, state.epoch + 1, loss_mean, scheduler))
                     state.window_loss, state.window_steps = 0.0, 0
                     bar.set_postfix(loss=f"{loss_mean:.4f}")
+                if state.step == total_steps:
+                    break
                 if steps_this_run == config.max_steps_this_run:
                     save()
                     logger.info(
@@ -311,10 +392,14 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
                 ):
                     save()
 
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            is_last = state.epoch == config.max_epochs
-            if eval_fn is not None and (is_last or state.epoch % config.eval_every_epochs == 0):
+            epoch_done = state.batch_in_epoch == n_batches
+            if epoch_done:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            is_last = state.step == total_steps
+            if eval_fn is not None and (
+                is_last or (epoch_done and state.epoch % config.eval_every_epochs == 0)
+            ):
                 _evaluate(  # on the main process; the others get its metrics
                     raw_model,
                     eval_fn,
@@ -322,14 +407,20 @@ def fit(  # noqa: PLR0917 - positional signature shared with the callers
                     config=config,
                     state=state,
                     scheduler=scheduler,
+                    ema=ema,
+                    epoch=state.epoch if epoch_done else state.epoch + 1,
                 )
-            state.epoch_loss, state.epoch_steps = 0.0, 0
+            if epoch_done:
+                state.epoch_loss, state.epoch_steps = 0.0, 0
             state.done = is_last or state.stopped_early
             save()
 
     if state.best_state is not None:
         raw_model.load_state_dict(state.best_state)
         logger.info("Restored best weights (%s=%.4f)", config.monitor, state.best_metric)
+    elif ema is not None:
+        ema.copy_to(raw_model.parameters())
+        logger.info("Final weights: the EMA (decay %s)", config.ema_decay)
     return result(completed=True)
 
 
@@ -358,6 +449,8 @@ def _shard(indices: list[int], world: int, rank: int) -> list[int]:
     if world == 1:
         return indices
     per = len(indices) // world
+    if per == 0:
+        raise ValueError(f"a batch of {len(indices)} items cannot be shared by {world} processes")
     return indices[rank * per : (rank + 1) * per]
 
 
@@ -392,7 +485,8 @@ def gather_for_loss(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on >= 2-d tensors only (not biases, norms, scales).
+    """AdamW with weight decay on >= 2-d tensors only (matrices and embeddings; not biases,
+    norms, scales): the project's one weight-decay grouping, nanoGPT's.
 
     The fused kernel (one pass over all tensors) where torch has one for the parameters'
     device: the per-tensor update loop is a large share of a step of the small trained
@@ -404,12 +498,37 @@ def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.AdamW(groups, lr=config.lr, fused=fused or None)
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, fused=fused or None
+    )
 
 
-def _collate(items: list[Batch], device: torch.device) -> Batch:
-    """Stack same-key tensors of the items into one batch on ``device``."""
-    return {k: torch.stack([item[k] for item in items]).to(device) for k in items[0]}
+def _stack(items: list[Batch], generator: torch.Generator) -> Batch:
+    """The default ``collate``: stack same-key tensors of the items (no randomness)."""
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def _permutation_batches(config: TrainConfig, n_items: int, world: int) -> Batches:
+    """The default ``batches``: the ``(seed, epoch)`` permutation cut into ``batch_size``
+    slices; the last, shorter one is kept unless ``drop_last`` (or it is too small to
+    share out among the processes)."""
+    size = config.batch_size
+    n_batches = n_items // size if config.drop_last else -(-n_items // size)
+    if not config.drop_last and world > 1 and 0 < n_items % size < world:
+        n_batches = n_items // size
+
+    def batches(epoch: int) -> list[list[int]]:
+        order = _epoch_permutation(config.seed, epoch, n_items)
+        return [order[b * size : (b + 1) * size] for b in range(n_batches)]
+
+    return batches
+
+
+def _batch_generator(seed: int, epoch: int, batch: int, rank: int) -> torch.Generator:
+    """The generator ``collate`` draws a batch's randomness from: a function of its position
+    in training only, so a resumed run draws what an uninterrupted one would."""
+    (batch_seed,) = np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)
+    return torch.Generator().manual_seed(int(batch_seed))
 
 
 def _epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
@@ -431,9 +550,15 @@ def _evaluate(
     config: TrainConfig,
     state: _LoopState,
     scheduler: Any,
+    ema: EMAModel | None,
+    epoch: int,
 ) -> None:
-    """Run ``eval_fn``, log a history row, track the best weights and early stopping."""
+    """Run ``eval_fn`` (on the EMA weights, with an EMA), log a history row, track the
+    best weights and early stopping. ``epoch``: the 1-based epoch the row reports."""
     metrics = None
+    if ema is not None:  # evaluate, and keep as best, the weights training would return
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
     if accelerator.is_main_process:
         model.eval()
         with torch.no_grad(), accelerator.autocast():
@@ -443,9 +568,9 @@ def _evaluate(
         metrics = broadcast_object_list([metrics])[0]
     if config.monitor not in metrics:
         raise KeyError(f"eval_fn returned {sorted(metrics)}, missing monitor {config.monitor!r}")
-    # state.epoch already counts this epoch; the row reports the epoch's mean train loss
+    # the row reports the epoch's mean train loss
     loss_mean = state.epoch_loss / max(1, state.epoch_steps)
-    state.history.append(_row(state.step, state.epoch, loss_mean, scheduler) | metrics)
+    state.history.append(_row(state.step, epoch, loss_mean, scheduler) | metrics)
     value = metrics[config.monitor]
     if state.best_metric is None or value > state.best_metric:
         state.best_metric = value
@@ -453,9 +578,11 @@ def _evaluate(
         state.evals_without_improvement = 0
     else:
         state.evals_without_improvement += 1
+    if ema is not None:
+        ema.restore(model.parameters())
     logger.info(
         "epoch %d step %d: %s (best %s=%.4f)",
-        state.epoch,
+        epoch,
         state.step,
         ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
         config.monitor,
@@ -485,15 +612,18 @@ def _fingerprint(
 
 
 def _try_resume(
-    path: Path,
+    path: Path | None,
     fingerprint: str,
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: LambdaLR,
     accelerator: Accelerator,
-) -> _LoopState | None:
-    """Load ``path`` into the given objects if it belongs to this run; else log why not."""
+) -> tuple[_LoopState, dict[str, Any] | None] | None:
+    """Load ``path`` into the given objects if it belongs to this run (returning the loop
+    state and the EMA's state); else log why not."""
+    if path is None:
+        return None
     if not path.exists():
         logger.info("Starting fresh: no checkpoint at %s", path)
         return None
@@ -524,7 +654,7 @@ def _try_resume(
         state.batch_in_epoch,
         " - run already finished" if state.done else "",
     )
-    return state
+    return state, ckpt["ema"]
 
 
 def _get_rng_state() -> dict[str, Any]:

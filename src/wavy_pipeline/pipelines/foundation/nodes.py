@@ -15,8 +15,6 @@ from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
 from wavy_pipeline.metrics.retrieval import recall_at_k
 from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
-    ClipTrainConfig,
-    HubertTrainConfig,
     TinyClipConfig,
     TinyHubertConfig,
     build_clip_processor,
@@ -27,11 +25,11 @@ from wavy_pipeline.models.foundation import (
     transcribe,
 )
 from wavy_pipeline.models.foundation_diffusion import (
-    DiffusionTrainConfig,
     TinyDiffusionConfig,
     text_encoder_from_clip,
     train_stand_in,
 )
+from wavy_pipeline.models.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +42,20 @@ def _split(utterances: pd.DataFrame, name: str, keep=None) -> pd.DataFrame:
 def train_speech_encoder(
     hubert_inputs: HubertInputs, utterances: pd.DataFrame, seed: int, params: dict[str, Any]
 ) -> tuple[tuple[Any, Any], pd.DataFrame]:
-    """CTC-train the HuBERT stand-in on the train split's transcripts (from scratch)."""
+    """CTC-train the HuBERT stand-in on the train split's transcripts (from scratch); a
+    killed run resumes from ``params.checkpoint_dir``."""
     train = _split(utterances, "train", hubert_inputs)
     transcripts = [normalise_transcript(c) for c in train["caption"]]
     processor = build_ctc_processor(transcripts)
-    model, history = train_hubert_ctc(
+    result = train_hubert_ctc(
         [hubert_inputs.values(u) for u in train["utterance_id"]],
         transcripts,
         processor,
         TinyHubertConfig(**params["model"]),
-        HubertTrainConfig(seed=seed, **params["train"]),
+        TrainConfig(seed=seed, **params["train"]),
+        params["checkpoint_dir"],
     )
-    return (model, processor), pd.DataFrame(history)
+    return (result.model.cpu(), processor), pd.DataFrame(result.history)
 
 
 def evaluate_speech_encoder(
@@ -102,21 +102,22 @@ def train_clip_model(
     params: dict[str, Any],
 ) -> tuple[tuple[Any, Any], pd.DataFrame]:
     """Contrastively train the CLIP stand-in on train-split image–caption pairs, with a
-    tokenizer whose vocabulary is the corpus's words."""
+    tokenizer whose vocabulary is the corpus's words; resumes from ``params.checkpoint_dir``."""
     train = _split(utterances, "train")
     images = _images(train, image_files)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(train["caption"].tolist(), folder)
         processor = build_clip_processor(folder, params["image_size"], tokenizer)
-    model, history = train_clip(
+    result = train_clip(
         [images[i] for i in train["image_id"]],
         train["caption"].tolist(),
         train["image_id"].tolist(),
         processor,
         TinyClipConfig(image_size=params["image_size"], **params["model"]),
-        ClipTrainConfig(seed=seed, **params["train"]),
+        TrainConfig(seed=seed, **params["train"]),
+        params["checkpoint_dir"],
     )
-    return (model, processor), pd.DataFrame(history)
+    return (result.model.cpu(), processor), pd.DataFrame(result.history)
 
 
 def evaluate_clip_model(
@@ -150,7 +151,7 @@ def train_diffusion_model(
 ) -> tuple[Any, pd.DataFrame]:
     """Train the latent-diffusion stand-in (VAE, then a text-conditioned UNet) on the train
     split's images and captions; its text encoder is the CLIP stand-in's text tower, as SD
-    v1.4's is CLIP ViT-L/14's."""
+    v1.4's is CLIP ViT-L/14's. Both stages resume from ``params.checkpoint_dir``."""
     train = _split(utterances, "train")
     images = _images(train, image_files)
     captions = train.groupby("image_id")["caption"].apply(list)
@@ -161,7 +162,9 @@ def train_diffusion_model(
         text_encoder,
         clip_processor.tokenizer,
         TinyDiffusionConfig(cross_attention_dim=text_encoder.config.hidden_size, **params["model"]),
-        DiffusionTrainConfig(seed=seed, **params["train"]),
+        TrainConfig(seed=seed, **params["vae_train"]),
+        TrainConfig(seed=seed, **params["unet_train"]),
+        params["checkpoint_dir"],
     )
     history = pd.concat(
         [pd.DataFrame(rows).assign(stage=stage) for stage, rows in histories.items()],

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import pandas as pd
-import torch
+from accelerate.utils import set_seed
 from matplotlib.figure import Figure
 
 from wavy_pipeline.adapter.distillation import PromptPairs, caption_gallery
@@ -61,7 +61,7 @@ def train_speechclip(
         image_dim=image_embeddings["embedding"].shape[1],
         **params["model"],
     )
-    torch.manual_seed(seed)
+    set_seed(seed)  # the model's initial weights
     model = SpeechCLIP(config)
     result = fit(
         model,
@@ -157,7 +157,7 @@ def train_speech_adapter(
     dev = PromptPairs(dev_rows, speech_features, prompt_targets).stacked()
     gallery, index = caption_gallery(dev_rows, prompt_targets)
     config = AdapterConfig(text_dim=prompt_targets.meta["specs"]["hidden"][0][1], **params["model"])
-    torch.manual_seed(seed)
+    set_seed(seed)  # the model's initial weights
     adapter = SpeechPromptAdapter(config, speechclip_model)
     result = train_adapter(
         adapter,
