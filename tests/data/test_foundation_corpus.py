@@ -178,3 +178,12 @@ def test_tiny_corpus_regenerates_identically_and_ingests(tmp_path, in_tmp, proje
     assert {"train", "dev", "test"} == set(utterances["split"])
     assert set(utterances["phrasing"]) <= set(fc.FAMILIES)
     assert utterances["speaker"].nunique() > 10
+
+
+def test_without_mbrola_every_database_is_reported_missing_and_espeak_speaks_all(monkeypatch):
+    monkeypatch.setattr(fc, "MBROLA_DIRS", (Path("/nonexistent/mbrola"),))
+    found, missing = fc.mbrola_speakers()
+    assert found == [] and missing == list(fc.MBROLA_VOICES)
+    rows = fc.make_images(10, random.Random(0))
+    utts = fc.make_utterances(rows, 3, [fc.Speaker("espeak-ng", "en-us")], 30, random.Random(0))
+    assert {u["speaker"].engine for u in utts} == {"espeak-ng"}
