@@ -87,7 +87,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 
+from wavy_pipeline.core.config import DictConfig
 from wavy_pipeline.models.speechclip import (
     AttentivePooling,
     CLSTransformerPooling,
@@ -118,7 +119,7 @@ Batch = dict[str, torch.Tensor]
 
 # --------------------------------------------------------------------------- config
 @dataclass
-class AdapterConfig:
+class AdapterConfig(DictConfig):
     """Hyper-parameters of :class:`SpeechPromptAdapter` (everything needed to rebuild it).
 
     ``width``/``n_layers`` mean the decoder width/depth for ``"mapper"`` and the MLP hidden
@@ -179,16 +180,6 @@ class AdapterConfig:
                     f"placeholder id {self.placeholder_id} occurs {count} times in prompt_ids, "
                     f"n_pseudo_tokens={self.n_pseudo_tokens}"
                 )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AdapterConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def placeholder_prompt(

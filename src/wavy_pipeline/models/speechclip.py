@@ -26,7 +26,7 @@ Persistence is ``huggingface_hub``'s :class:`~huggingface_hub.PyTorchModelHubMix
 # No `from __future__ import annotations`: the hub mixin reads __init__'s annotation to
 # rebuild the SpeechCLIPConfig from config.json, which needs the class, not a string.
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Self
 
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from wavy_pipeline.core.config import DictConfig
 from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.train import gather_for_loss
 
@@ -41,7 +42,7 @@ POOLINGS = ("cls_transformer", "attentive")
 
 
 @dataclass
-class SpeechCLIPConfig:
+class SpeechCLIPConfig(DictConfig):
     """Hyper-parameters of :class:`SpeechCLIP` (everything needed to rebuild it)."""
 
     num_layers: int  # L: HuBERT hidden states incl. the embedding output (13 base, 25 large)
@@ -72,16 +73,6 @@ class SpeechCLIPConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be > 0, got {self.init_temperature}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown SpeechCLIPConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 class CLSTransformerPooling(nn.Module):
