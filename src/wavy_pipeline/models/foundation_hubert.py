@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, data_digest, fit
+from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, fit_stand_in
 
 SAMPLING_RATE = 16_000
 CTC_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 as in hubert-large-ls960-ft
@@ -255,23 +255,18 @@ def train_hubert_ctc(
         {"wave": wave, "labels": processor.tokenizer(text).input_ids}
         for wave, text in zip(waves, transcripts, strict=True)
     ]
-    result = fit(
+    return fit_stand_in(
         model,
         ctc_loss,
         items,
-        None,
+        config,
+        (waves, list(transcripts)),
         train,
         checkpoint_dir,
         progress,
-        fingerprint_extra={
-            "model": asdict(config),
-            "data": data_digest(waves, list(transcripts)),
-        },
         batches=length_bucketed_batches([len(w) for w in waves], train.batch_size, train.seed),
         collate=lambda batch, generator: ctc_collate(batch, generator, config.speed_perturb),
     )
-    result.model.eval()
-    return result
 
 
 # --------------------------------------------------------------------------- inference
