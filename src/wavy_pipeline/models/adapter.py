@@ -102,6 +102,7 @@ from wavy_pipeline.models.speechclip import (
     CLSTransformerPooling,
     SpeechCLIP,
     SpeechCLIPConfig,
+    mix_layers,
 )
 from wavy_pipeline.models.train import TrainConfig, TrainResult, fit
 
@@ -369,15 +370,7 @@ class SpeechBranch(nn.Module):
 
         ``pooled`` equals ``SpeechCLIP.encode_speech(feats)`` of the source model.
         """
-        cfg = self.config
-        expected = (cfg.num_layers, cfg.num_segments, cfg.speech_dim)
-        if feats.ndim != 4 or tuple(feats.shape[1:]) != expected:
-            raise ValueError(
-                f"speech features must be (B, {', '.join(map(str, expected))}), "
-                f"got {tuple(feats.shape)}"
-            )
-        w = self.layer_logits.softmax(dim=0)
-        segments = torch.einsum("l,blkd->bkd", w, feats.to(w.dtype))
+        segments = mix_layers(self.layer_logits, feats, self.config)
         pooled = F.normalize(self.speech_proj(self.speech_norm(self.pool(segments))), dim=-1)
         return segments, pooled
 

@@ -75,6 +75,21 @@ class SpeechCLIPConfig(DictConfig):
             raise ValueError(f"init_temperature must be > 0, got {self.init_temperature}")
 
 
+def mix_layers(
+    layer_logits: torch.Tensor, feats: torch.Tensor, cfg: SpeechCLIPConfig
+) -> torch.Tensor:
+    """(B, L, K, D) cached HuBERT segment features -> (B, K, D), the layers averaged with
+    ``softmax(layer_logits)``; features of another shape than ``cfg``'s are refused."""
+    expected = (cfg.num_layers, cfg.num_segments, cfg.speech_dim)
+    if feats.ndim != 4 or tuple(feats.shape[1:]) != expected:
+        raise ValueError(
+            f"speech features must be (B, {', '.join(map(str, expected))}), "
+            f"got {tuple(feats.shape)}"
+        )
+    w = layer_logits.softmax(dim=0)
+    return torch.einsum("l,blkd->bkd", w, feats.to(w.dtype))
+
+
 class CLSTransformerPooling(nn.Module):
     """SpeechCLIP-parallel: prepend a [CLS] token, add positions, one pre-norm layer, take CLS."""
 
@@ -144,16 +159,7 @@ class SpeechCLIP(nn.Module, PyTorchModelHubMixin):
 
     def encode_speech(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, L, K, D) cached HuBERT segment features -> (B, E) unit vectors."""
-        cfg = self.config
-        expected = (cfg.num_layers, cfg.num_segments, cfg.speech_dim)
-        if feats.ndim != 4 or tuple(feats.shape[1:]) != expected:
-            raise ValueError(
-                f"speech features must be (B, {', '.join(map(str, expected))}), "
-                f"got {tuple(feats.shape)}"
-            )
-        w = self.layer_weights()
-        x = torch.einsum("l,blkd->bkd", w, feats.to(w.dtype))
-        x = self.pool(x)
+        x = self.pool(mix_layers(self.layer_logits, feats, self.config))
         return F.normalize(self.speech_proj(self.speech_norm(x)), dim=-1)
 
     def encode_image(self, image_emb: torch.Tensor) -> torch.Tensor:
