@@ -127,6 +127,22 @@ def project_catalog():
     return make_project_catalog
 
 
+@pytest.fixture
+def run_ok():
+    """``run_ok(argv, **options)``: run a command with its output captured as text and a
+    300 s limit (``options`` go to ``subprocess.run``: cwd, env, timeout); the test fails,
+    showing the end of stderr, unless it exits 0. Returns the ``CompletedProcess``."""
+
+    def run(argv: list[str], **options) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, check=False, **{"timeout": 300} | options
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    return run
+
+
 def in_ci() -> bool:
     """CI sets ``CI`` (``.ci/run`` runs under CI=true)."""
     return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}

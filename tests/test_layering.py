@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
 import sys
 from collections import deque
 from pathlib import Path
@@ -111,7 +110,7 @@ def test_plain_layers_do_not_import_kedro(package):
 
 
 @pytest.mark.slow
-def test_importing_every_plain_module_loads_no_kedro():
+def test_importing_every_plain_module_loads_no_kedro(run_ok):
     """The same at run time, in a fresh interpreter (what the source cannot show: a
     dependency that imports Kedro, an ``import_module`` call)."""
     modules = [m for package in KEDRO_FREE for m in _modules(f"{PACKAGE}.{package}")]
@@ -122,15 +121,7 @@ def test_importing_every_plain_module_loads_no_kedro():
         "print(sorted(m for m in sys.modules if m == 'kedro' or m.startswith('kedro.')))\n"
     )
     env = os.environ | {"PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_ok([sys.executable, "-c", script], env=env)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 

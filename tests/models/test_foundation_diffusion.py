@@ -31,19 +31,13 @@ from wavy_pipeline.models.foundation_diffusion import (
 from wavy_pipeline.models.train import TrainConfig
 
 # diffusers' DPM-Solver builds sigmas with np.array(torch tensor): a NumPy 2 deprecation, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 165, 45), "blue": (30, 70, 225)}
 HIDDEN = 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    # One intra-op thread: on a shared 2-core box, 2 OpenMP threads can be 10-40x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

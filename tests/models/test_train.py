@@ -16,13 +16,7 @@ from wavy_pipeline.models.train import TrainConfig, fit
 L, K, D, IMAGE_DIM = 3, 2, 16, 16
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models: intra-op threads only add contention (30x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PairDataset:

@@ -8,37 +8,25 @@ the ``speechclip`` pipeline's ``train_speech_adapter`` node calls both; its para
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
 from wavy_pipeline.core.arrays import ArrayStore
+from wavy_pipeline.speechclip.alignment import CacheRows
 
 
-class PromptPairs(torch.utils.data.Dataset):
+class PromptPairs(CacheRows):
     """(speech features, the caption's diffusion conditioning (77, d)) per utterance, read
     lazily from the memory-mapped caches: what the speech adapter is distilled on."""
 
     def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, targets: ArrayStore):
         ids = utterances["utterance_id"].tolist()
-        self.speech_rows, self.target_rows = speech.rows(ids), targets.rows(ids)
-        self.speech, self.targets = speech["layers"], targets["hidden"]
-
-    def __len__(self) -> int:
-        return len(self.speech_rows)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {
-            "speech": torch.from_numpy(np.array(self.speech[self.speech_rows[i]], np.float32)),
-            "target": torch.from_numpy(np.array(self.targets[self.target_rows[i]], np.float32)),
-        }
-
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """Every item at once (for evaluation on a split)."""
-        return {
-            "speech": torch.from_numpy(np.asarray(self.speech[self.speech_rows], np.float32)),
-            "target": torch.from_numpy(np.asarray(self.targets[self.target_rows], np.float32)),
-        }
+        super().__init__(
+            {
+                "speech": (speech["layers"], speech.rows(ids)),
+                "target": (targets["hidden"], targets.rows(ids)),
+            }
+        )
 
 
 def caption_gallery(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import soundfile as sf
 from kedro.io import AbstractDataset
@@ -14,8 +14,28 @@ from PIL import Image, UnidentifiedImageError
 from wavy_pipeline.data.audio import Audio, UnreadableAudioError
 from wavy_pipeline.data.images import to_rgb
 
+_Loaded = TypeVar("_Loaded")
 
-class TextLinesDataset(AbstractDataset[None, list[str]]):
+
+class ReadOnlyFileDataset(AbstractDataset[None, _Loaded]):
+    """Base of the datasets of one file the project reads and never writes: ``save``
+    refuses, the dataset exists when the file does, and it is described by its path
+    (subclasses add their options to :meth:`_describe`)."""
+
+    _filepath: Path
+    _never_written = "the raw corpus is never written"
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self} is read-only: {self._never_written}.")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class TextLinesDataset(ReadOnlyFileDataset[list[str]]):
     """A text file read as a list of lines, without ever failing on bad bytes.
 
     Lines are decoded as UTF-8 with ``surrogateescape``: a line that is not valid UTF-8
@@ -44,14 +64,8 @@ class TextLinesDataset(AbstractDataset[None, list[str]]):
         text = self._filepath.read_bytes().decode("utf-8", errors="surrogateescape")
         return text.removeprefix("\ufeff").splitlines()
 
-    def save(self, data: None) -> None:
-        raise DatasetError(f"{self} is read-only: the raw corpus is never written.")
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "optional": self._optional}
+        return super()._describe() | {"optional": self._optional}
 
 
 # libsndfile's own diagnosis of a sample chunk whose header promises more bytes than the
@@ -84,7 +98,7 @@ class AudioFileError(DatasetError, UnreadableAudioError):
     so an unreadable file is quarantined, never a crash."""
 
 
-class AudioDataset(AbstractDataset[None, Audio]):
+class AudioDataset(ReadOnlyFileDataset[Audio]):
     """One audio file read with soundfile (wav, flac, ogg, … whatever libsndfile reads).
 
     Used as the per-file dataset of a ``PartitionedDataset`` over ``wavs/``; loading is
@@ -121,17 +135,11 @@ class AudioDataset(AbstractDataset[None, Audio]):
             raise AudioFileError(f"unreadable audio: {exc}") from exc
         return Audio(samples=samples, sample_rate=sample_rate)
 
-    def save(self, data: None) -> None:
-        raise DatasetError(f"{self} is read-only: the raw corpus is never written.")
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "max_seconds": self._max_seconds}
+        return super()._describe() | {"max_seconds": self._max_seconds}
 
 
-class ImageFileDataset(AbstractDataset[None, Image.Image]):
+class ImageFileDataset(ReadOnlyFileDataset[Image.Image]):
     """One corpus image, decoded as people see it (:func:`wavy_pipeline.data.images.to_rgb`):
     8-bit RGB, EXIF orientation applied, transparency on white, 16-bit scaled.
 
@@ -162,12 +170,3 @@ class ImageFileDataset(AbstractDataset[None, Image.Image]):
             raise DatasetError(f"refused as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
             raise DatasetError(f"{exc}".strip() or type(exc).__name__) from exc
-
-    def save(self, data: None) -> None:
-        raise DatasetError(f"{self} is read-only: the raw corpus is never written.")
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}

@@ -6,14 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kedro.io import AbstractDataset
 from kedro.io.core import DatasetError
 
 from wavy_pipeline.data.audio import Audio
-from wavy_pipeline.datasets.raw import AudioDataset
+from wavy_pipeline.datasets.raw import AudioDataset, ReadOnlyFileDataset
 
 
-class RecordingsDataset(AbstractDataset[None, dict[str, Callable[[], Audio]]]):
+class RecordingsDataset(ReadOnlyFileDataset[dict[str, Callable[[], Audio]]]):
     """``{file name: loader}`` for one audio file or every (non-hidden) file of a folder.
 
     Like a ``PartitionedDataset`` of :class:`AudioDataset` (same decoding, same refusals:
@@ -29,6 +28,8 @@ class RecordingsDataset(AbstractDataset[None, dict[str, Callable[[], Audio]]]):
           max_seconds: 1800
         ```
     """
+
+    _never_written = "recordings are never written"
 
     def __init__(
         self, *, path: str, max_seconds: float | None = 1800.0, metadata: dict | None = None
@@ -61,9 +62,6 @@ class RecordingsDataset(AbstractDataset[None, dict[str, Callable[[], Audio]]]):
         """The same dataset (same limits) over another file or folder: the web page decodes
         each upload through the catalog's own ``speak_recordings`` entry this way."""
         return type(self)(path=str(path), max_seconds=self._max_seconds, metadata=self.metadata)
-
-    def save(self, data: None) -> None:
-        raise DatasetError(f"{self} is read-only: recordings are never written.")
 
     def _exists(self) -> bool:
         return self._path.exists()

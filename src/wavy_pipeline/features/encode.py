@@ -79,18 +79,12 @@ def image_embedding_stream(
     dtype: str = "auto",
 ) -> ArrayStream:
     """CLIP image embeddings (projected, not normalised) of every image, keyed by id."""
-    prepare_model(clip_model, device, dtype)
-    dim = clip_model.config.projection_dim
 
-    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+    def embed(start: int, stop: int) -> torch.Tensor:
         pictures = [images[key]().convert("RGB") for key in image_ids[start:stop]]
-        return {"embedding": clip_image_embeddings(clip_model, image_processor, pictures).numpy()}
+        return clip_image_embeddings(clip_model, image_processor, pictures)
 
-    return ArrayStream(
-        keys=list(image_ids),
-        specs={"embedding": ((dim,), "float32")},
-        blocks=_blocks(len(image_ids), batch_size, compute, "CLIP images"),
-    )
+    return _clip_stream(image_ids, clip_model, embed, batch_size, device, dtype, "CLIP images")
 
 
 def text_embedding_stream(
@@ -104,17 +98,11 @@ def text_embedding_stream(
     dtype: str = "auto",
 ) -> ArrayStream:
     """CLIP text embeddings (projected, not normalised) of every caption, keyed."""
-    prepare_model(clip_model, device, dtype)
-    dim = clip_model.config.projection_dim
 
-    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        return {"embedding": clip_text_embeddings(clip_model, tokenizer, texts[start:stop]).numpy()}
+    def embed(start: int, stop: int) -> torch.Tensor:
+        return clip_text_embeddings(clip_model, tokenizer, texts[start:stop])
 
-    return ArrayStream(
-        keys=list(keys),
-        specs={"embedding": ((dim,), "float32")},
-        blocks=_blocks(len(keys), batch_size, compute, "CLIP text"),
-    )
+    return _clip_stream(keys, clip_model, embed, batch_size, device, dtype, "CLIP text")
 
 
 def prompt_embedding_stream(
@@ -143,6 +131,30 @@ def prompt_embedding_stream(
         keys=list(keys),
         specs={"hidden": ((length, dim), store_dtype)},
         blocks=_blocks(len(keys), batch_size, compute, "prompt embeddings"),
+    )
+
+
+def _clip_stream(
+    keys: Sequence[str],
+    clip_model,
+    embed: Callable[[int, int], torch.Tensor],
+    batch_size: int,
+    device: str,
+    dtype: str,
+    desc: str,
+) -> ArrayStream:
+    """The stream of one CLIP tower's float32 ``embedding`` rows: ``embed(start, stop)``
+    gives rows ``start:stop`` (projected, not normalised) on the CPU."""
+    prepare_model(clip_model, device, dtype)
+    dim = clip_model.config.projection_dim
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        return {"embedding": embed(start, stop).numpy()}
+
+    return ArrayStream(
+        keys=list(keys),
+        specs={"embedding": ((dim,), "float32")},
+        blocks=_blocks(len(keys), batch_size, compute, desc),
     )
 
 

@@ -87,7 +87,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +96,13 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 
+from wavy_pipeline.core.config import DictConfig
 from wavy_pipeline.models.speechclip import (
     AttentivePooling,
     CLSTransformerPooling,
     SpeechCLIP,
     SpeechCLIPConfig,
+    mix_layers,
 )
 from wavy_pipeline.models.train import TrainConfig, TrainResult, fit
 
@@ -118,7 +120,7 @@ Batch = dict[str, torch.Tensor]
 
 # --------------------------------------------------------------------------- config
 @dataclass
-class AdapterConfig:
+class AdapterConfig(DictConfig):
     """Hyper-parameters of :class:`SpeechPromptAdapter` (everything needed to rebuild it).
 
     ``width``/``n_layers`` mean the decoder width/depth for ``"mapper"`` and the MLP hidden
@@ -179,16 +181,6 @@ class AdapterConfig:
                     f"placeholder id {self.placeholder_id} occurs {count} times in prompt_ids, "
                     f"n_pseudo_tokens={self.n_pseudo_tokens}"
                 )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AdapterConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown AdapterConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def placeholder_prompt(
@@ -378,15 +370,7 @@ class SpeechBranch(nn.Module):
 
         ``pooled`` equals ``SpeechCLIP.encode_speech(feats)`` of the source model.
         """
-        cfg = self.config
-        expected = (cfg.num_layers, cfg.num_segments, cfg.speech_dim)
-        if feats.ndim != 4 or tuple(feats.shape[1:]) != expected:
-            raise ValueError(
-                f"speech features must be (B, {', '.join(map(str, expected))}), "
-                f"got {tuple(feats.shape)}"
-            )
-        w = self.layer_logits.softmax(dim=0)
-        segments = torch.einsum("l,blkd->bkd", w, feats.to(w.dtype))
+        segments = mix_layers(self.layer_logits, feats, self.config)
         pooled = F.normalize(self.speech_proj(self.speech_norm(self.pool(segments))), dim=-1)
         return segments, pooled
 

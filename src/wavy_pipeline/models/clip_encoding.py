@@ -79,22 +79,28 @@ def _batched(
     return torch.cat([encode(items[i : i + batch_size]) for i in range(0, len(items), batch_size)])
 
 
+def _normalised(
+    model: Any, embed: Callable[[Sequence], torch.Tensor], items: Sequence, batch_size: int
+) -> np.ndarray:
+    """A whole list through one CLIP tower's ``embed`` batch by batch, L2-normalised."""
+    model.eval()
+    return F.normalize(_batched(embed, list(items), batch_size), dim=-1).numpy()
+
+
 def encode_clip_images(
     model: Any, processor: Any, images: Sequence[Image.Image], batch_size: int = 64
 ) -> np.ndarray:
     """L2-normalised projected image embeddings, (N, projection_dim) float32."""
-    model.eval()
     embed = partial(clip_image_embeddings, model, processor.image_processor)
-    return F.normalize(_batched(embed, list(images), batch_size), dim=-1).numpy()
+    return _normalised(model, embed, images, batch_size)
 
 
 def encode_clip_texts(
     model: Any, processor: Any, captions: Sequence[str], batch_size: int = 64
 ) -> np.ndarray:
     """L2-normalised projected text embeddings, (N, projection_dim) float32."""
-    model.eval()
     embed = partial(clip_text_embeddings, model, processor.tokenizer)
-    return F.normalize(_batched(embed, list(captions), batch_size), dim=-1).numpy()
+    return _normalised(model, embed, captions, batch_size)
 
 
 def encode_prompts(

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, data_digest, fit
+from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, fit_stand_in
 
 try:  # the default (torchvision) backend is optional; the PIL one is equivalent for our use
     from transformers import CLIPImageProcessorPil as _ImageProcessor
@@ -300,22 +300,20 @@ def train_clip(
         {"pixels": pixels[i], "input_ids": token_ids[rows_of[iid]]}
         for i, iid in enumerate(unique_ids)
     ]
-    result = fit(
+    return fit_stand_in(
         model,
         clip_loss,
         items,
-        None,
+        config,
+        (pixels, token_ids),
         train,
         checkpoint_dir,
         progress,
-        fingerprint_extra={"model": asdict(config), "data": data_digest(pixels, token_ids)},
         collate=lambda batch, generator: clip_collate(
             batch, generator, config.all_captions, config.augment_shift_px
         ),
         after_step=clamp_logit_scale,
     )
-    result.model.eval()
-    return result
 
 
 __all__ = [

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from PIL import Image
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from wavy_pipeline.models.clip_encoding import encode_prompts, prompt_length
-from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, data_digest, fit
+from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, fit_stand_in
 
 ImagesLike = Sequence[Image.Image] | np.ndarray | torch.Tensor
 
@@ -311,18 +311,18 @@ def train_vae(
     pixels = images_to_tensor(images)
     vae = vae if vae is not None else config.build_vae()
     vae.to(memory_format=torch.channels_last)  # ~1.4x faster convolutions on CPU
-    result = fit(
+    result = fit_stand_in(
         vae,
         lambda model, batch: vae_loss(model, batch["pixels"], config.vae_kl_weight, batch["noise"]),
         [{"pixels": p} for p in pixels],
-        None,
+        config,
+        (pixels,),
         train,
         checkpoint_dir,
         progress,
-        fingerprint_extra={"model": asdict(config), "data": data_digest(pixels)},
         collate=lambda batch, generator: vae_collate(batch, generator, config),
     )
-    vae = result.model.to(memory_format=torch.contiguous_format).eval()
+    vae = result.model.to(memory_format=torch.contiguous_format)
     mean, std = encode_latent_dist(vae, pixels.to(vae.device))
     generator = torch.Generator().manual_seed(train.seed)
     latents = mean.cpu() + std.cpu() * torch.randn(mean.shape, generator=generator)
@@ -469,7 +469,7 @@ def train_unet(
     ]
     noise_scheduler = config.build_noise_scheduler()
     scaling_factor = float(vae.config.scaling_factor)
-    result = fit(
+    return fit_stand_in(
         unet,
         lambda model, batch: denoising_loss(
             model,
@@ -481,14 +481,11 @@ def train_unet(
             config.snr_gamma,
         ),
         items,
-        None,
+        config,
+        (mean, std, states, [list(caps) for caps in per_image]),
         train,
         checkpoint_dir,
         progress,
-        fingerprint_extra={
-            "model": asdict(config),
-            "data": data_digest(mean, std, states, [list(caps) for caps in per_image]),
-        },
         collate=lambda batch, generator: unet_collate(
             batch,
             generator,
@@ -497,8 +494,6 @@ def train_unet(
             scaling_factor=scaling_factor,
         ),
     )
-    result.model.eval()
-    return result
 
 
 # --------------------------------------------------------------------------- pipeline

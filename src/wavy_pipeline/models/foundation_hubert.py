@@ -33,7 +33,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, data_digest, fit
+from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, fit_stand_in
 
 SAMPLING_RATE = 16_000
 CTC_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 as in hubert-large-ls960-ft
@@ -82,35 +82,22 @@ class TinyHubertConfig:
 
     def to_hf(self, processor: Wav2Vec2Processor) -> HubertConfig:
         """``HubertConfig`` whose vocabulary / special ids come from ``processor.tokenizer``."""
+        # every field but the training-time augmentation is a HubertConfig argument
+        architecture = {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in asdict(self).items()
+            if name != "speed_perturb"
+        }
         tok = processor.tokenizer
         return HubertConfig(
+            **architecture,
             vocab_size=len(tok),
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            intermediate_size=self.intermediate_size,
             hidden_act="gelu",
-            hidden_dropout=self.hidden_dropout,
-            attention_dropout=self.attention_dropout,
-            activation_dropout=self.activation_dropout,
-            feat_proj_dropout=self.feat_proj_dropout,
-            final_dropout=self.final_dropout,
-            layerdrop=self.layerdrop,
             feat_extract_norm="layer",
             feat_extract_activation="gelu",
-            conv_dim=list(self.conv_dim),
-            conv_kernel=list(self.conv_kernel),
-            conv_stride=list(self.conv_stride),
             conv_bias=True,
-            num_conv_pos_embeddings=self.num_conv_pos_embeddings,
-            num_conv_pos_embedding_groups=self.num_conv_pos_embedding_groups,
             do_stable_layer_norm=True,
             apply_spec_augment=self.mask_time_prob > 0 or self.mask_feature_prob > 0,
-            mask_time_prob=self.mask_time_prob,
-            mask_time_length=self.mask_time_length,
-            mask_time_min_masks=self.mask_time_min_masks,
-            mask_feature_prob=self.mask_feature_prob,
-            mask_feature_length=self.mask_feature_length,
             ctc_loss_reduction="mean",
             ctc_zero_infinity=True,
             pad_token_id=tok.pad_token_id,
@@ -255,23 +242,18 @@ def train_hubert_ctc(
         {"wave": wave, "labels": processor.tokenizer(text).input_ids}
         for wave, text in zip(waves, transcripts, strict=True)
     ]
-    result = fit(
+    return fit_stand_in(
         model,
         ctc_loss,
         items,
-        None,
+        config,
+        (waves, list(transcripts)),
         train,
         checkpoint_dir,
         progress,
-        fingerprint_extra={
-            "model": asdict(config),
-            "data": data_digest(waves, list(transcripts)),
-        },
         batches=length_bucketed_batches([len(w) for w in waves], train.batch_size, train.seed),
         collate=lambda batch, generator: ctc_collate(batch, generator, config.speed_perturb),
     )
-    result.model.eval()
-    return result
 
 
 # --------------------------------------------------------------------------- inference

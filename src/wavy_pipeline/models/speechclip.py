@@ -26,7 +26,7 @@ Persistence is ``huggingface_hub``'s :class:`~huggingface_hub.PyTorchModelHubMix
 # No `from __future__ import annotations`: the hub mixin reads __init__'s annotation to
 # rebuild the SpeechCLIPConfig from config.json, which needs the class, not a string.
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Self
 
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from wavy_pipeline.core.config import DictConfig
 from wavy_pipeline.models.losses import masked_info_nce
 from wavy_pipeline.models.train import gather_for_loss
 
@@ -41,7 +42,7 @@ POOLINGS = ("cls_transformer", "attentive")
 
 
 @dataclass
-class SpeechCLIPConfig:
+class SpeechCLIPConfig(DictConfig):
     """Hyper-parameters of :class:`SpeechCLIP` (everything needed to rebuild it)."""
 
     num_layers: int  # L: HuBERT hidden states incl. the embedding output (13 base, 25 large)
@@ -73,15 +74,20 @@ class SpeechCLIPConfig:
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be > 0, got {self.init_temperature}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown SpeechCLIPConfig keys: {sorted(unknown)}")
-        return cls(**d)
+def mix_layers(
+    layer_logits: torch.Tensor, feats: torch.Tensor, cfg: SpeechCLIPConfig
+) -> torch.Tensor:
+    """(B, L, K, D) cached HuBERT segment features -> (B, K, D), the layers averaged with
+    ``softmax(layer_logits)``; features of another shape than ``cfg``'s are refused."""
+    expected = (cfg.num_layers, cfg.num_segments, cfg.speech_dim)
+    if feats.ndim != 4 or tuple(feats.shape[1:]) != expected:
+        raise ValueError(
+            f"speech features must be (B, {', '.join(map(str, expected))}), "
+            f"got {tuple(feats.shape)}"
+        )
+    w = layer_logits.softmax(dim=0)
+    return torch.einsum("l,blkd->bkd", w, feats.to(w.dtype))
 
 
 class CLSTransformerPooling(nn.Module):
@@ -153,16 +159,7 @@ class SpeechCLIP(nn.Module, PyTorchModelHubMixin):
 
     def encode_speech(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, L, K, D) cached HuBERT segment features -> (B, E) unit vectors."""
-        cfg = self.config
-        expected = (cfg.num_layers, cfg.num_segments, cfg.speech_dim)
-        if feats.ndim != 4 or tuple(feats.shape[1:]) != expected:
-            raise ValueError(
-                f"speech features must be (B, {', '.join(map(str, expected))}), "
-                f"got {tuple(feats.shape)}"
-            )
-        w = self.layer_weights()
-        x = torch.einsum("l,blkd->bkd", w, feats.to(w.dtype))
-        x = self.pool(x)
+        x = self.pool(mix_layers(self.layer_logits, feats, self.config))
         return F.normalize(self.speech_proj(self.speech_norm(x)), dim=-1)
 
     def encode_image(self, image_emb: torch.Tensor) -> torch.Tensor:

@@ -211,6 +211,35 @@ class _LoopState:
     epoch_steps: int = 0
 
 
+def fit_stand_in(  # noqa: PLR0917 - positional like fit
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_dataset: Sequence[Any],
+    model_config: Any,
+    data: Sequence[Any],
+    config: TrainConfig,
+    checkpoint_dir: str | os.PathLike | None,
+    progress: bool = True,
+    **options: Any,
+) -> TrainResult:
+    """:func:`fit` as the foundation stand-ins use it: no evaluation, a checkpoint that only
+    resumes for the same dataclass ``model_config`` and the same training ``data`` (the parts
+    of :func:`data_digest`), the model returned in eval mode. ``options`` go to ``fit``."""
+    result = fit(
+        model,
+        loss_fn,
+        train_dataset,
+        None,
+        config,
+        checkpoint_dir,
+        progress,
+        fingerprint_extra={"model": asdict(model_config), "data": data_digest(*data)},
+        **options,
+    )
+    result.model.eval()
+    return result
+
+
 def fit(  # noqa: PLR0917 - positional signature shared with the callers
     model: nn.Module,
     loss_fn: LossFn,

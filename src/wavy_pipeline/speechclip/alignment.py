@@ -29,24 +29,51 @@ ATTRIBUTE_PREFIX = "attr_"
 SPLITS = ("train", "dev", "test")
 
 
-class FeaturePairs(torch.utils.data.Dataset):
-    """(speech features, image embedding, image number) per utterance, read lazily from
-    the memory-mapped caches so the real corpus never has to fit in memory."""
+class CacheRows(torch.utils.data.Dataset):
+    """Items made of rows of memory-mapped cache arrays, read lazily as float32 so the real
+    corpus never has to fit in memory: ``columns`` maps each item key to ``(array, row
+    numbers)``, one row number per item (the speechclip and adapter pairs both use it)."""
 
-    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, images: ArrayStore):
-        self.speech_rows = speech.rows(utterances["utterance_id"].tolist())
-        self.image_rows = images.rows(utterances["image_id"].tolist())
-        self.speech, self.images = speech["layers"], images["embedding"]
+    def __init__(self, columns: Mapping[str, tuple[np.ndarray, np.ndarray]]):
+        lengths = {len(rows) for _, rows in columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"every column needs one row per item, got lengths {lengths}")
+        self.columns = dict(columns)
+        (self._length,) = lengths
 
     def __len__(self) -> int:
-        return len(self.speech_rows)
+        return self._length
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {
-            "speech": torch.from_numpy(np.array(self.speech[self.speech_rows[i]], np.float32)),
-            "image": torch.from_numpy(np.array(self.images[self.image_rows[i]], np.float32)),
-            "image_id": torch.tensor(int(self.image_rows[i])),
+            key: torch.from_numpy(np.array(array[rows[i]], np.float32))
+            for key, (array, rows) in self.columns.items()
         }
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        """Every item at once (for evaluation on a split)."""
+        return {
+            key: torch.from_numpy(np.asarray(array[rows], np.float32))
+            for key, (array, rows) in self.columns.items()
+        }
+
+
+class FeaturePairs(CacheRows):
+    """(speech features, image embedding, image number) per utterance; the image number
+    (its row in the image cache) is the key that pairs utterances of one image."""
+
+    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, images: ArrayStore):
+        self.image_rows = images.rows(utterances["image_id"].tolist())
+        speech_rows = speech.rows(utterances["utterance_id"].tolist())
+        super().__init__(
+            {
+                "speech": (speech["layers"], speech_rows),
+                "image": (images["embedding"], self.image_rows),
+            }
+        )
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return super().__getitem__(i) | {"image_id": torch.tensor(int(self.image_rows[i]))}
 
 
 @torch.no_grad()
