@@ -65,8 +65,9 @@ def corpus(tmp_path: Path) -> Path:
 
 def _copy_project(target: Path, data_paths: tuple[str, ...] = ("01_raw",)) -> Path:
     """A throw-away copy of the project in ``target``: pyproject, telemetry consent, conf
-    (without local), the given paths under ``data/`` (training checkpoints left out), and an
-    empty ``src/`` (the package itself is installed, editable)."""
+    (without local), the given paths under ``data/`` (training checkpoints and the generated
+    foundation corpus left out), and an empty ``src/`` (the package itself is installed,
+    editable)."""
     target.mkdir(parents=True)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, target / name)
@@ -76,7 +77,7 @@ def _copy_project(target: Path, data_paths: tuple[str, ...] = ("01_raw",)) -> Pa
         shutil.copytree(
             PROJECT_ROOT / "data" / path,
             target / "data" / path,
-            ignore=shutil.ignore_patterns("checkpoints"),
+            ignore=shutil.ignore_patterns("checkpoints", "foundation_corpus"),
         )
     (target / "src").mkdir()
     return target
