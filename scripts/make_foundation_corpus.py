@@ -57,7 +57,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when imported
 
-from make_heldout import HELDOUT_ESPEAK, POSITION_SYNONYMS, SIZE_SYNONYMS  # noqa: E402
+from make_heldout import (  # noqa: E402
+    HELDOUT_ESPEAK,
+    POSITION_SYNONYMS,
+    SIZE_SYNONYMS,
+    image_row,
+    name_images,
+)
 from make_heldout import PHRASINGS as HELDOUT_PHRASINGS  # noqa: E402
 from make_spoken_shapes import (  # noqa: E402
     COLORS,
@@ -421,24 +427,25 @@ def make_images(n: int, rng: random.Random) -> list[dict]:
     rows = []
     for i, (size, pos, background) in enumerate(zip(*columns, strict=True)):
         color, shape = pairs[i % len(pairs)]
-        r = rng.randint(*SIZES[size])
-        edge = r + 2 + rng.randint(0, 4)  # stays >= 8 px off the centre: the judge's "not center"
-        off = rng.randint(-4, 4)
-        cx = {"left": edge, "right": 64 - edge}.get(pos, 32 + off)
-        cy = {"top": edge, "bottom": 64 - edge}.get(pos, 32 + rng.randint(-4, 4))
-        if pos in ("left", "right"):
-            cy = 32 + off
-        if pos == "center":
-            cx, cy = 32 + rng.randint(-3, 3), 32 + rng.randint(-3, 3)
-        row = {"color": color, "shape": shape, "size": size, "position": pos}
-        row.update(cx=cx, cy=cy, radius=r, background=background)
-        row["backdrop"] = make_background(background, color, rng)
+        radius = rng.randint(*SIZES[size])
+        # stays >= 8 px off the centre: the judge's "not center"
+        row = image_row(
+            color,
+            shape,
+            size,
+            pos,
+            background,
+            radius,
+            rng,
+            make_background,
+            margin=4,
+            jitter=4,
+            centre_jitter=3,
+        )
         rows.append(row)
-    rng.shuffle(rows)
-    for i, row in enumerate(rows, 1):
-        row["image"] = f"found_{i:05d}.jpg"
-        row["split"] = "dev" if i % 20 == 1 else "test" if i % 20 == 2 else "train"
-    return rows
+    return name_images(
+        rows, rng, "found_{:05d}.jpg", lambda i: {1: "dev", 2: "test"}.get(i % 20, "train")
+    )
 
 
 # ---------------------------------------------------------------- utterances

@@ -38,6 +38,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,58 @@ def make_backdrop(kind: str, shape_color: str, rng: random.Random) -> Image.Imag
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+def place(
+    pos: str, radius: int, rng: random.Random, margin: int, jitter: int, centre_jitter: int = 0
+) -> tuple[int, int]:
+    """Centre (cx, cy) on the 64 px canvas of a shape of ``radius`` at position ``pos``: 2 to
+    ``2 + margin`` px between a named border and the shape, the other coordinate within
+    ``jitter`` px of the centre line (left/right share one draw for cy); ``centre_jitter``
+    > 0 redraws both coordinates of a "center" shape within that many px of the middle."""
+    edge = radius + 2 + rng.randint(0, margin)
+    off = rng.randint(-jitter, jitter)
+    cx = {"left": edge, "right": 64 - edge}.get(pos, 32 + off)
+    cy = {"top": edge, "bottom": 64 - edge}.get(pos, 32 + rng.randint(-jitter, jitter))
+    if pos in ("left", "right"):
+        cy = 32 + off
+    if pos == "center" and centre_jitter:
+        cx, cy = (
+            32 + rng.randint(-centre_jitter, centre_jitter),
+            32 + rng.randint(-centre_jitter, centre_jitter),
+        )
+    return cx, cy
+
+
+def image_row(
+    color: str,
+    shape: str,
+    size: str,
+    pos: str,
+    background: str,
+    radius: int,
+    rng: random.Random,
+    backdrop: Callable[[str, str, random.Random], Image.Image],
+    **placement: int,
+) -> dict:
+    """One image's attributes, centre (:func:`place` with ``placement``), radius, background
+    kind and the backdrop drawn for it (``backdrop(background, color, rng)``)."""
+    cx, cy = place(pos, radius, rng, **placement)
+    row = {"color": color, "shape": shape, "size": size, "position": pos}
+    row.update(cx=cx, cy=cy, radius=radius, background=background)
+    row["backdrop"] = backdrop(background, color, rng)
+    return row
+
+
+def name_images(
+    rows: list[dict], rng: random.Random, name: str, split: Callable[[int], str]
+) -> list[dict]:
+    """Shuffle the rows, then name image i (from 1) ``name.format(i)`` in ``split(i)``."""
+    rng.shuffle(rows)
+    for i, row in enumerate(rows, 1):
+        row["image"] = name.format(i)
+        row["split"] = split(i)
+    return rows
+
+
 def make_images(n_per_pair: int, rng: random.Random) -> list[dict]:
     """``n_per_pair`` images per colour x shape; sizes, positions and backdrops balanced."""
     pairs = [(c, s) for c in COLORS for s in SHAPES] * n_per_pair
@@ -176,24 +229,26 @@ def make_images(n_per_pair: int, rng: random.Random) -> list[dict]:
     backdrops = [BACKDROPS[i % len(BACKDROPS)] for i in range(n)]
     for column in (sizes, positions, backdrops):
         rng.shuffle(column)
-    rows = []
-    for (color, shape), size, pos, backdrop in zip(pairs, sizes, positions, backdrops, strict=True):
-        r = rng.randint(*SIZES[size])
-        edge = r + 2 + rng.randint(0, 6)  # the demo keeps 3-6 px from the border
-        off = rng.randint(-6, 6)  # ... and its off-axis coordinate within 2 px of the centre
-        cx = {"left": edge, "right": 64 - edge}.get(pos, 32 + off)
-        cy = {"top": edge, "bottom": 64 - edge}.get(pos, 32 + rng.randint(-6, 6))
-        if pos in ("left", "right"):
-            cy = 32 + off
-        row = {"color": color, "shape": shape, "size": size, "position": pos}
-        row.update(cx=cx, cy=cy, radius=r, background=backdrop)
-        row["backdrop"] = make_backdrop(backdrop, color, rng)
-        rows.append(row)
-    rng.shuffle(rows)
-    for i, row in enumerate(rows, 1):
-        row["image"] = f"heldout_{i:04d}.jpg"
-        row["split"] = "test"
-    return rows
+    # the demo keeps 3-6 px from the border and its off-axis coordinate within 2 px of the
+    # centre: here up to 8 px from the border and 6 px off the axis
+    rows = [
+        image_row(
+            color,
+            shape,
+            size,
+            pos,
+            backdrop,
+            rng.randint(*SIZES[size]),
+            rng,
+            make_backdrop,
+            margin=6,
+            jitter=6,
+        )
+        for (color, shape), size, pos, backdrop in zip(
+            pairs, sizes, positions, backdrops, strict=True
+        )
+    ]
+    return name_images(rows, rng, "heldout_{:04d}.jpg", lambda i: "test")
 
 
 def make_utterances(rows: list[dict], per_image: int, rng: random.Random) -> list[dict]:

@@ -22,21 +22,22 @@ from wavy_pipeline.speechclip.alignment import _per_group
 
 def _rows() -> pd.DataFrame:
     """Four utterances × (speech, text), two voices, two phrasing families."""
+    # one row per utterance; stated_*: does its caption name that attribute (only u3 names
+    # a position)
     base = pd.DataFrame(
-        {
-            "utterance_id": ["u1", "u2", "u3", "u4"],
-            "speaker": ["flite-kal", "flite-kal", "fest-ked", "fest-ked"],
-            "synthesiser": ["flite", "flite", "festival", "festival"],
-            "phrasing": ["fillers", "synonyms", "fillers", "synonyms"],
-            "attr_color": ["red", "blue", "red", "green"],
-            "attr_shape": ["circle", "square", "circle", "circle"],
-            "attr_size": ["small", "large", "small", "large"],
-            "attr_position": ["left", "right", "top", "left"],
-            "stated_color": [True, True, True, True],
-            "stated_shape": [True, True, True, True],
-            "stated_size": [True, False, True, False],
-            "stated_position": [False, False, True, False],  # only u3 names a position
-        }
+        [
+            ("u1", "flite-kal", "flite", "fillers", "red", "circle", "small", "left"),
+            ("u2", "flite-kal", "flite", "synonyms", "blue", "square", "large", "right"),
+            ("u3", "fest-ked", "festival", "fillers", "red", "circle", "small", "top"),
+            ("u4", "fest-ked", "festival", "synonyms", "green", "circle", "large", "left"),
+        ],
+        columns=["utterance_id", "speaker", "synthesiser", "phrasing"]
+        + [f"attr_{a}" for a in ("color", "shape", "size", "position")],
+    ).assign(
+        stated_color=True,
+        stated_shape=True,
+        stated_size=[True, False, True, False],
+        stated_position=[False, False, True, False],
     )
     speech = base.assign(
         condition="speech",

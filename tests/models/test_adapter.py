@@ -42,6 +42,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- synthetic task
+# a quick CPU run of the tiny adapters: no periodic checkpoints
+QUICK = {"batch_size": 16, "checkpoint_every_steps": None, "device": "cpu"}
+
+
 def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
     torch.manual_seed(seed)
     config = CLIPTextConfig(
@@ -353,13 +357,7 @@ def test_mapper_learns_and_retrieves_held_out_captions(tmp_path):
     torch.manual_seed(0)
     adapter = SpeechPromptAdapter(adapter_config("mapper", n_layers=1), tiny_speechclip())
     train_cfg = TrainConfig(
-        batch_size=16,
-        lr=5e-3,
-        warmup_steps=10,
-        max_epochs=12,
-        checkpoint_every_steps=None,
-        monitor="neg_eval_loss",
-        device="cpu",
+        **QUICK, lr=5e-3, warmup_steps=10, max_epochs=12, monitor="neg_eval_loss"
     )
     adapter.init_output_bias(mean_target(train))
     before = held_out_metrics(adapter, held_out, gallery)
@@ -406,15 +404,7 @@ def test_pseudo_token_learns(tmp_path):
     torch.manual_seed(0)
     adapter = SpeechPromptAdapter(adapter_config("pseudo_token"), tiny_speechclip(), text_encoder)
     before = held_out_metrics(adapter, held_out, gallery)
-    train_cfg = TrainConfig(
-        batch_size=16,
-        lr=3e-3,
-        warmup_steps=5,
-        max_epochs=10,
-        checkpoint_every_steps=None,
-        device="cpu",
-        log_every_steps=4,
-    )
+    train_cfg = TrainConfig(**QUICK, lr=3e-3, warmup_steps=5, max_epochs=10, log_every_steps=4)
     result = train_adapter(adapter, train, None, train_cfg, tmp_path / "ckpt", progress=False)
     after = held_out_metrics(result.model, held_out, gallery)
     assert after["eval_loss"] < 0.7 * before["eval_loss"], (before, after)

@@ -98,14 +98,13 @@ VOCABULARY = {
 
 def worked_example() -> tuple[Store, Store, Store, pd.DataFrame]:
     utterances = pd.DataFrame(
-        {
-            "utterance_id": ["u1", "u2", "u3", "u4"],
-            "image_id": ["img_a", "img_a", "img_b", "img_c"],
-            "caption": ["a red shape", "a red circle", "a red square", "a blue circle"],
-            "speaker": ["s1", "s2", "s1", "s2"],
-            "attr_color": ["red", "red", "red", "blue"],
-            "attr_shape": ["circle", "circle", "square", "circle"],
-        }
+        [
+            ("u1", "img_a", "a red shape", "s1", "red", "circle"),
+            ("u2", "img_a", "a red circle", "s2", "red", "circle"),
+            ("u3", "img_b", "a red square", "s1", "red", "square"),
+            ("u4", "img_c", "a blue circle", "s2", "blue", "circle"),
+        ],
+        columns=["utterance_id", "image_id", "caption", "speaker", "attr_color", "attr_shape"],
     )
     # caches in another order than the utterances: rows are looked up by key
     speech = Store(

@@ -96,16 +96,14 @@ CAPTIONS = {"c1": E[0], "c2": (E[0] + E[1]) / np.sqrt(2), "c3": E[2], "c4": E[3]
 
 def scored_set() -> evaluate.Scored:
     base = pd.DataFrame(
-        {
-            "utterance_id": ["u1", "u2", "u3", "u4"],
-            "image_id": ["img_a", "img_a", "img_b", "img_c"],
-            "caption": ["c1", "c2", "c3", "c4"],
-            "speaker": ["s1", "s1", "s2", "s2"],
-            "synthesiser": ["espeak", "espeak", "flite", "flite"],
-            "unseen_voice": [False, False, True, True],
-            "attr_color": ["red", "red", "blue", "green"],
-            "attr_shape": ["circle", "circle", "square", "circle"],
-        }
+        [
+            ("u1", "img_a", "c1", "s1", "espeak", False, "red", "circle"),
+            ("u2", "img_a", "c2", "s1", "espeak", False, "red", "circle"),
+            ("u3", "img_b", "c3", "s2", "flite", True, "blue", "square"),
+            ("u4", "img_c", "c4", "s2", "flite", True, "green", "circle"),
+        ],
+        columns=["utterance_id", "image_id", "caption", "speaker", "synthesiser"]
+        + ["unseen_voice", "attr_color", "attr_shape"],
     )
     speech = base.assign(
         condition="speech",

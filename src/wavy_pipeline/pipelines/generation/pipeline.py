@@ -6,21 +6,10 @@ from wavy_pipeline.pipelines.generation.nodes import generate_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    # the diffusion model is conditioned on the adapter's prompt embeddings of the speech
+    inputs = ["diffusion@pipeline", "speech_adapter", "speech_features", "utterances"]
+    settings = ["params:seed", "params:generation"]
     return Pipeline(
-        [
-            Node(
-                func=generate_images,
-                inputs=[
-                    "diffusion@pipeline",
-                    "speech_adapter",
-                    "speech_features",
-                    "utterances",
-                    "params:seed",
-                    "params:generation",
-                ],
-                outputs="generated_images",
-                name="generate_images",
-            )
-        ],
+        [Node(generate_images, inputs + settings, "generated_images", name="generate_images")],
         tags=["generation"],
     )
