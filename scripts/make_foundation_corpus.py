@@ -424,25 +424,22 @@ def make_images(n: int, rng: random.Random) -> list[dict]:
     ]
     for column in columns:
         rng.shuffle(column)
-    rows = []
-    for i, (size, pos, background) in enumerate(zip(*columns, strict=True)):
-        color, shape = pairs[i % len(pairs)]
-        radius = rng.randint(*SIZES[size])
-        # stays >= 8 px off the centre: the judge's "not center"
-        row = image_row(
-            color,
-            shape,
+    # a shape not in the centre stays >= 8 px off the middle: the judge's "not center"
+    rows = [
+        image_row(
+            *pairs[i % len(pairs)],
             size,
             pos,
             background,
-            radius,
             rng,
+            SIZES,
             make_background,
             margin=4,
             jitter=4,
             centre_jitter=3,
         )
-        rows.append(row)
+        for i, (size, pos, background) in enumerate(zip(*columns, strict=True))
+    ]
     return name_images(
         rows, rng, "found_{:05d}.jpg", lambda i: {1: "dev", 2: "test"}.get(i % 20, "train")
     )

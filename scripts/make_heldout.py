@@ -195,13 +195,15 @@ def image_row(
     size: str,
     pos: str,
     background: str,
-    radius: int,
     rng: random.Random,
+    radii: dict[str, tuple[int, int]],
     backdrop: Callable[[str, str, random.Random], Image.Image],
     **placement: int,
 ) -> dict:
-    """One image's attributes, centre (:func:`place` with ``placement``), radius, background
-    kind and the backdrop drawn for it (``backdrop(background, color, rng)``)."""
+    """One image's attributes, radius (drawn from ``radii[size]``), centre (:func:`place`
+    with ``placement``), background kind and the backdrop drawn for it
+    (``backdrop(background, color, rng)``)."""
+    radius = rng.randint(*radii[size])
     cx, cy = place(pos, radius, rng, **placement)
     row = {"color": color, "shape": shape, "size": size, "position": pos}
     row.update(cx=cx, cy=cy, radius=radius, background=background)
@@ -232,18 +234,7 @@ def make_images(n_per_pair: int, rng: random.Random) -> list[dict]:
     # the demo keeps 3-6 px from the border and its off-axis coordinate within 2 px of the
     # centre: here up to 8 px from the border and 6 px off the axis
     rows = [
-        image_row(
-            color,
-            shape,
-            size,
-            pos,
-            backdrop,
-            rng.randint(*SIZES[size]),
-            rng,
-            make_backdrop,
-            margin=6,
-            jitter=6,
-        )
+        image_row(color, shape, size, pos, backdrop, rng, SIZES, make_backdrop, margin=6, jitter=6)
         for (color, shape), size, pos, backdrop in zip(
             pairs, sizes, positions, backdrops, strict=True
         )
