@@ -23,7 +23,9 @@ from wavy_pipeline.models.foundation_diffusion import (
     encode_latent_dist,
     folder_size_bytes,
     images_to_tensor,
+    reconstruct,
     text_encoder_from_clip,
+    train_stand_in,
     train_unet,
     train_vae,
     vae_loss,
@@ -248,3 +250,38 @@ def test_saved_pipeline_reloads_and_generates(tmp_path, config, text_tower, squa
     assert arrays.shape == (2, 64, 64, 3) and 0 <= arrays.min() and arrays.max() <= 1
     pil = pipe(prompt=prompts[0], generator=gens()[0], **common).images[0]
     assert pil.size == (64, 64)
+
+
+def test_stand_in_keeps_each_stages_best_weights_by_the_dev_checks(config, text_tower, squares):
+    """``evaluate_vae`` sees the VAE, ``evaluate_pipeline`` a whole pipeline of the trained
+    VAE and the UNet so far; each stage returns the weights of its best evaluation (here a
+    made-up score that peaks at the first one), not its last."""
+    _, text_encoder, tokenizer = text_tower
+    images, captions = squares
+    seen: dict[str, list] = {"vae": [], "pipe": []}
+    first: dict[str, dict] = {}
+
+    def score(stage, model):
+        seen[stage].append(model)
+        first.setdefault(stage, {k: v.clone() for k, v in model.state_dict().items()})
+        return {"dev": -float(len(seen[stage]))}  # every later evaluation is worse
+
+    pipe, histories = train_stand_in(
+        images,
+        captions,
+        text_encoder,
+        tokenizer,
+        config,
+        _train_cfg(max_steps=3, eval_every_epochs=1, monitor="dev"),
+        _train_cfg(max_steps=3, eval_every_epochs=1, monitor="dev"),
+        evaluate_vae=lambda vae: score("vae", vae),
+        evaluate_pipeline=lambda p: score("pipe", p.unet) if p.vae is not None else {},
+        progress=False,
+    )
+    assert len(seen["vae"]) == len(seen["pipe"]) == 3  # one evaluation per 1-step epoch
+    assert [r["dev"] for r in histories["unet"] if "dev" in r] == [-1.0, -2.0, -3.0]
+    for model, stage in ((pipe.vae, "vae"), (pipe.unet, "pipe")):
+        kept = model.state_dict()
+        assert all(torch.equal(kept[k], v) for k, v in first[stage].items()), stage
+    back = reconstruct(pipe.vae, images[:2])
+    assert [b.size for b in back] == [(64, 64)] * 2

@@ -62,6 +62,33 @@ def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
+def text_images(
+    pipe: Any,
+    captions: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    guidance_scale: float,
+    batch_size: int,
+    resolution: int | None = None,
+) -> list[Any]:
+    """The text-made image of each caption (its own seed), as :func:`generation_stream`
+    draws them, on the pipeline's device and dtype as they are: the check a diffusion model
+    in training is selected by."""
+    images: list[Any] = []
+    for start in range(0, len(captions), batch_size):
+        with torch.inference_mode():
+            images += pipe(
+                list(captions[start : start + batch_size]),
+                generator=_generators(seeds[start : start + batch_size]),
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                height=resolution,
+                width=resolution,
+            ).images
+    return images
+
+
 def attention_backends(pipe: Any) -> set[str]:
     """Names of the UNet's attention processors (``AttnProcessor2_0`` = PyTorch SDPA)."""
     unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # through torch.compile

@@ -34,7 +34,7 @@ library code (no Kedro).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,13 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.training_utils import compute_snr
 from PIL import Image
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from wavy_pipeline.models.clip_encoding import encode_prompts, prompt_length
-from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, fit_stand_in
+from wavy_pipeline.models.train import Batch, EvalFn, TrainConfig, TrainResult, fit_stand_in
 
 ImagesLike = Sequence[Image.Image] | np.ndarray | torch.Tensor
 
@@ -255,6 +256,20 @@ def encode_latent_dist(
     return torch.cat(means), torch.cat(stds)
 
 
+def reconstruct(vae: AutoencoderKL, images: ImagesLike, batch_size: int = 32) -> list[Image.Image]:
+    """``images`` encoded (posterior mean) and decoded again by ``vae``, as PIL images: what
+    of them survives the latent space (a diffusion model can draw no more than this)."""
+    pixels = images_to_tensor(images)
+    param = next(vae.parameters())
+    out: list[Image.Image] = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start : start + batch_size].to(param.device, param.dtype)
+            decoded = vae.decode(vae.encode(batch).latent_dist.mean).sample
+            out += VaeImageProcessor().postprocess(decoded.float().cpu(), output_type="pil")
+    return out
+
+
 def _augment_d4(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal/vertical flips and transposes (the dihedral group of the square);
     ``pixels`` must be square."""
@@ -298,6 +313,7 @@ def train_vae(
     checkpoint_dir: str | os.PathLike | None = None,
     *,
     vae: AutoencoderKL | None = None,
+    eval_fn: EvalFn | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train an AutoencoderKL on ``images`` (reconstruction + small KL) through
@@ -305,7 +321,9 @@ def train_vae(
     the dataset's latents.
 
     ``vae`` continues training a given model instead of a fresh ``config.build_vae()``.
-    Returns ``fit``'s result, the model in eval mode.
+    ``eval_fn(vae)`` (e.g. how well held-back images read back, :func:`reconstruct`) is
+    run as ``train`` says (``eval_every_epochs``, ``monitor``), and its best weights are
+    kept. Returns ``fit``'s result, the model in eval mode.
     """
     set_seed(train.seed)
     pixels = images_to_tensor(images)
@@ -321,6 +339,7 @@ def train_vae(
         checkpoint_dir,
         progress,
         collate=lambda batch, generator: vae_collate(batch, generator, config),
+        eval_fn=eval_fn,
     )
     vae = result.model.to(memory_format=torch.contiguous_format)
     mean, std = encode_latent_dist(vae, pixels.to(vae.device))
@@ -436,6 +455,7 @@ def train_unet(
     checkpoint_dir: str | os.PathLike | None = None,
     *,
     unet: UNet2DConditionModel | None = None,
+    eval_fn: EvalFn | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Latent-diffusion training of a text-conditioned UNet (epsilon prediction, SD schedule)
@@ -446,7 +466,8 @@ def train_unet(
     latents (posterior mean/std, resampled every step) and text hidden states are computed
     once with the frozen ``vae`` / ``text_encoder``. The schedule, gradient clipping and the
     EMA of the weights (``train.ema_decay``) are ``fit``'s. ``unet`` continues training a
-    given model. Returns ``fit``'s result, the (EMA) model in eval mode.
+    given model. ``eval_fn(unet)`` runs on the EMA weights as ``train`` says, and the best
+    of them are kept. Returns ``fit``'s result, the (EMA) model in eval mode.
     """
     if len(images) != len(captions):
         raise ValueError("images and captions must be parallel (one entry per image)")
@@ -493,6 +514,7 @@ def train_unet(
             config=config,
             scaling_factor=scaling_factor,
         ),
+        eval_fn=eval_fn,
     )
 
 
@@ -534,15 +556,34 @@ def train_stand_in(
     unet_train: TrainConfig,
     checkpoint_dir: str | os.PathLike | None = None,
     *,
+    evaluate_vae: EvalFn | None = None,
+    evaluate_pipeline: Callable[[StableDiffusionPipeline], Mapping[str, float]] | None = None,
     progress: bool = True,
 ) -> tuple[StableDiffusionPipeline, dict[str, list[dict[str, float]]]]:
     """:func:`train_vae` + :func:`train_unet` + :func:`build_pipeline` in one call (their
     checkpoints in ``checkpoint_dir/vae`` and ``checkpoint_dir/unet``).
 
+    ``evaluate_vae(vae)`` and ``evaluate_pipeline(pipe)`` (the pipeline of the trained VAE
+    and the UNet's EMA weights so far) select each stage's best weights (see ``fit``).
+
     Returns the pipeline and the per-stage histories ``{"vae": [...], "unet": [...]}``.
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    vae = train_vae(images, config, vae_train, folder and folder / "vae", progress=progress)
+    vae = train_vae(
+        images,
+        config,
+        vae_train,
+        folder and folder / "vae",
+        eval_fn=evaluate_vae,
+        progress=progress,
+    )
+
+    def evaluate_unet(unet: UNet2DConditionModel) -> Mapping[str, float]:
+        sampler = config.build_sampler()
+        pipe = build_pipeline(vae.model, unet, text_encoder, tokenizer, sampler)
+        pipe.to(unet.device)
+        return evaluate_pipeline(pipe)
+
     unet = train_unet(
         images,
         captions,
@@ -552,6 +593,7 @@ def train_stand_in(
         config,
         unet_train,
         folder and folder / "unet",
+        eval_fn=evaluate_unet if evaluate_pipeline is not None else None,
         progress=progress,
     )
     pipe = build_pipeline(

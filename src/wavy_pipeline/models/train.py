@@ -220,16 +220,19 @@ def fit_stand_in(  # noqa: PLR0917 - positional like fit
     config: TrainConfig,
     checkpoint_dir: str | os.PathLike | None,
     progress: bool = True,
+    *,
+    eval_fn: EvalFn | None = None,
     **options: Any,
 ) -> TrainResult:
-    """:func:`fit` as the foundation stand-ins use it: no evaluation, a checkpoint that only
-    resumes for the same dataclass ``model_config`` and the same training ``data`` (the parts
-    of :func:`data_digest`), the model returned in eval mode. ``options`` go to ``fit``."""
+    """:func:`fit` as the foundation stand-ins use it: a checkpoint that only resumes for the
+    same dataclass ``model_config`` and the same training ``data`` (the parts of
+    :func:`data_digest`), the model returned in eval mode. ``options`` go to ``fit``
+    (``eval_fn``: none unless given)."""
     result = fit(
         model,
         loss_fn,
         train_dataset,
-        None,
+        eval_fn,
         config,
         checkpoint_dir,
         progress,

@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 
 from wavy_pipeline.core.hubert_inputs import HubertInputs
+from wavy_pipeline.data.corpus import STATED_ATTRIBUTES, stated_attributes
+from wavy_pipeline.evaluation.scoring import stated_accuracy
+from wavy_pipeline.generation.generate import text_images, utterance_seed
 from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
+from wavy_pipeline.metrics.attribute_judge import AttributeJudge
 from wavy_pipeline.metrics.retrieval import recall_at_k
 from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
@@ -26,6 +30,7 @@ from wavy_pipeline.models.foundation import (
 )
 from wavy_pipeline.models.foundation_diffusion import (
     TinyDiffusionConfig,
+    reconstruct,
     text_encoder_from_clip,
     train_stand_in,
 )
@@ -141,6 +146,80 @@ def evaluate_clip_model(
     return metrics
 
 
+def _judged(judge: AttributeJudge, images: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame([judge(image) for image in images])[list(STATED_ATTRIBUTES)]
+
+
+def dev_checks(
+    utterances: pd.DataFrame,
+    image_files: Mapping[str, Callable],
+    seed: int,
+    generation: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+) -> tuple[Callable | None, Callable | None]:
+    """The two checks on the dev split that select the diffusion stand-in's weights, read
+    by the evaluation's attribute judge (``evaluation.palette``):
+
+    * ``evaluate_vae(vae)``: how many of the dev images' colour / shape / size / position
+      survive encoding and decoding (``dev_read_back``, ties broken by the lower L1
+      error: a tenth of it is subtracted, less than one misread attribute);
+    * ``evaluate_pipeline(pipe)``: the text-made images of the dev captions, drawn as the
+      generation pipeline draws them (its steps, guidance, per-utterance seeds), scored on
+      what each caption states (``dev_text``: the mean over the four attributes).
+
+    ``(None, None)`` (no selection: the last weights) when the corpus has no dev split,
+    no attributes or no palette."""
+    dev = _split(utterances, "dev")
+    truth_columns = [f"attr_{a}" for a in STATED_ATTRIBUTES]
+    if dev.empty or not evaluation.get("palette") or not set(truth_columns) <= set(dev):
+        logger.warning(
+            "No dev split, attributes or palette: the diffusion stand-in keeps its last weights"
+        )
+        return None, None
+    judge = AttributeJudge(palette={k: tuple(v) for k, v in evaluation["palette"].items()})
+    images = _images(dev, image_files)
+    truth = dev.drop_duplicates("image_id").set_index("image_id").loc[list(images), truth_columns]
+
+    def evaluate_vae(vae: Any) -> dict[str, float]:
+        back = reconstruct(vae, list(images.values()))
+        hits = _judged(judge, back).to_numpy() == truth.to_numpy()
+        l1 = float(
+            np.mean(
+                [
+                    np.abs(np.asarray(b, np.float32) - np.asarray(o, np.float32)).mean() / 255
+                    for b, o in zip(back, images.values(), strict=True)
+                ]
+            )
+        )
+        accuracy = {
+            f"dev_read_back_{a}": float(hits[:, k].mean()) for k, a in enumerate(STATED_ATTRIBUTES)
+        }
+        return accuracy | {"dev_l1": l1, "dev_read_back": float(hits.mean()) - 0.1 * l1}
+
+    rows = dev.reset_index(drop=True)
+    rows = rows.join(
+        stated_attributes(rows, evaluation.get("attribute_vocabulary")).add_prefix("stated_")
+    )
+    seeds = [utterance_seed(seed, u) for u in rows["utterance_id"]]
+
+    def evaluate_pipeline(pipe: Any) -> dict[str, float]:
+        pipe.set_progress_bar_config(disable=True)  # one bar per call would flood the log
+        made = text_images(
+            pipe,
+            rows["caption"].tolist(),
+            seeds,
+            steps=generation["steps"],
+            guidance_scale=generation["guidance_scale"],
+            batch_size=generation["batch_size"],
+            resolution=generation.get("resolution"),
+        )
+        table = rows.join(_judged(judge, made).add_prefix("judged_"))
+        accuracy = {f"dev_text_{a}": v for a, v in stated_accuracy(table).items() if v is not None}
+        return accuracy | {"dev_text": float(np.mean(list(accuracy.values())))}
+
+    return evaluate_vae, evaluate_pipeline
+
+
 def train_diffusion_model(
     utterances: pd.DataFrame,
     image_files: Mapping[str, Callable],
@@ -148,14 +227,20 @@ def train_diffusion_model(
     clip_processor: Any,
     seed: int,
     params: dict[str, Any],
+    generation: dict[str, Any],
+    evaluation: dict[str, Any],
 ) -> tuple[Any, pd.DataFrame]:
     """Train the latent-diffusion stand-in (VAE, then a text-conditioned UNet) on the train
     split's images and captions; its text encoder is the CLIP stand-in's text tower, as SD
-    v1.4's is CLIP ViT-L/14's. Both stages resume from ``params.checkpoint_dir``."""
+    v1.4's is CLIP ViT-L/14's. Each stage keeps the weights that do best on the dev split
+    (:func:`dev_checks`); both resume from ``params.checkpoint_dir``."""
     train = _split(utterances, "train")
     images = _images(train, image_files)
     captions = train.groupby("image_id")["caption"].apply(list)
     text_encoder = text_encoder_from_clip(clip_model)
+    evaluate_vae, evaluate_pipeline = dev_checks(
+        utterances, image_files, seed, generation, evaluation
+    )
     pipe, histories = train_stand_in(
         list(images.values()),
         [captions[i] for i in images],
@@ -165,6 +250,8 @@ def train_diffusion_model(
         TrainConfig(seed=seed, **params["vae_train"]),
         TrainConfig(seed=seed, **params["unet_train"]),
         params["checkpoint_dir"],
+        evaluate_vae=evaluate_vae,
+        evaluate_pipeline=evaluate_pipeline,
     )
     history = pd.concat(
         [pd.DataFrame(rows).assign(stage=stage) for stage, rows in histories.items()],

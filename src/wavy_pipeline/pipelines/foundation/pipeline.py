@@ -72,6 +72,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "clip@processor",
                         "params:seed",
                         "params:foundation.diffusion",
+                        "params:generation",
+                        "params:evaluation",
                     ],
                     outputs=["diffusion@trained", "diffusion_history"],
                     name="train_diffusion",
