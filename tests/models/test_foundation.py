@@ -15,6 +15,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+from wavy_pipeline.data.augment import AugmentConfig
 from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
     TinyClipConfig,
@@ -28,7 +29,11 @@ from wavy_pipeline.models.foundation import (
     train_hubert_ctc,
     transcribe,
 )
-from wavy_pipeline.models.foundation_hubert import length_bucketed_batches
+from wavy_pipeline.models.foundation_hubert import (
+    SPEED_ONLY,
+    ctc_collate,
+    length_bucketed_batches,
+)
 from wavy_pipeline.models.train import TrainConfig
 
 CAPTIONS = [
@@ -286,7 +291,7 @@ def tiny_hubert():
         num_conv_pos_embeddings=8,
         num_conv_pos_embedding_groups=4,
         mask_time_prob=0.0,
-        speed_perturb=None,
+        augment=None,
     )
     train_cfg = TrainConfig(
         batch_size=8, drop_last=False, lr=3e-3, warmup_steps=2, max_epochs=8, log_every_steps=3
@@ -346,3 +351,32 @@ def test_hubert_save_from_pretrained_round_trip(tiny_hubert, tmp_path):
     states = hubert_hidden_states(model2, wavs[:2])
     frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(wavs[0]))))
     assert states[0].shape == (frames, model.config.hidden_size)
+
+
+def test_ctc_collate_augments_each_waveform_reproducibly():
+    """Augmentation is drawn from the batch generator (same seed, same batch), changes
+    lengths by the speed factor, and hands HuBERT normalised waveforms; none: untouched."""
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 9000, 7000)]
+    items = [{"wave": w, "labels": [1, 2, 3][: k + 1]} for k, w in enumerate(waves)]
+    every = AugmentConfig(p_speed=1.0, p_noise=1.0, p_reverb=1.0, p_gain=1.0, p_eq=1.0)
+    first = ctc_collate(items, torch.Generator().manual_seed(1), every)
+    again = ctc_collate(items, torch.Generator().manual_seed(1), every)
+    other = ctc_collate(items, torch.Generator().manual_seed(2), every)
+    assert torch.equal(first["input_values"], again["input_values"])
+    assert not torch.equal(first["input_values"], other["input_values"])
+    lengths = first["attention_mask"].sum(1).tolist()
+    for n, wave, row in zip(lengths, waves, first["input_values"], strict=True):
+        assert len(wave) / 1.1 - 1 <= n <= len(wave) / 0.9 + 1  # speed 0.9-1.1
+        assert abs(float(row[:n].mean())) < 1e-3 and abs(float(row[:n].std()) - 1) < 1e-2
+    plain = ctc_collate(items, torch.Generator().manual_seed(1), None)
+    assert plain["attention_mask"].sum(1).tolist() == [8000, 9000, 7000]
+    assert torch.equal(plain["input_values"][1], torch.from_numpy(waves[1]))
+    assert plain["labels"].tolist()[0] == [1, -100, -100]
+    assert TinyHubertConfig().augment == SPEED_ONLY
+    assert TinyHubertConfig(augment={"p_noise": 0.5, "snr_db": [10, 20]}).augment.snr_db == (
+        10,
+        20,
+    )
+    with pytest.raises(ValueError, match="unknown augment settings"):
+        TinyHubertConfig(augment={"p_nosie": 0.5})

@@ -8,7 +8,7 @@ layer-normed conv feature encoder, 320x downsampling = 50 frames/s at 16 kHz), o
 
 Training goes through the project's one loop (:func:`wavy_pipeline.models.train.fit`); this
 file holds what is HuBERT's own: the config, length-bucketed batches, the padding collate
-with speed perturbation (:func:`ctc_collate`) and the CTC step (:func:`ctc_loss`).
+with waveform augmentation (:func:`ctc_collate`) and the CTC step (:func:`ctc_loss`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+from wavy_pipeline.data.augment import AugmentConfig, augment
 from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, fit_stand_in
 
 SAMPLING_RATE = 16_000
@@ -41,6 +42,10 @@ WORD_DELIMITER = "|"
 
 
 # --------------------------------------------------------------------------- configs
+# speed perturbation alone (Kaldi's 0.9-1.1), the augmentation the stand-in trained with first
+SPEED_ONLY = AugmentConfig(p_speed=1.0, p_noise=0.0, p_reverb=0.0, p_gain=0.0, p_eq=0.0)
+
+
 @dataclass
 class TinyHubertConfig:
     """Small HuBERT-CTC architecture (1.4 M parameters with the defaults, 5.4 MB saved).
@@ -70,15 +75,20 @@ class TinyHubertConfig:
     mask_time_min_masks: int = 1
     mask_feature_prob: float = 0.0
     mask_feature_length: int = 16
-    # training-time augmentation: each waveform resampled by a factor drawn from this range
-    speed_perturb: tuple[float, float] | None = (0.9, 1.1)
+    # training-time augmentation (data/augment.py), drawn afresh for every waveform of every
+    # batch; the default is speed perturbation only (0.9-1.1), the YAML adds the rest.
+    # None: none.
+    augment: AugmentConfig | None = field(default_factory=lambda: SPEED_ONLY)
 
     def __post_init__(self) -> None:
-        if self.speed_perturb is not None:
-            low, high = self.speed_perturb
-            if not 0 < low <= high:
-                raise ValueError(f"speed_perturb must be 0 < low <= high, got {self.speed_perturb}")
-            self.speed_perturb = (float(low), float(high))  # YAML gives a list
+        if isinstance(self.augment, dict):  # from the YAML: ranges come as lists
+            known = {f.name for f in fields(AugmentConfig)}
+            unknown = sorted(set(self.augment) - known)
+            if unknown:
+                raise ValueError(f"unknown augment settings {unknown}; known: {sorted(known)}")
+            self.augment = AugmentConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
+            )
 
     def to_hf(self, processor: Wav2Vec2Processor) -> HubertConfig:
         """``HubertConfig`` whose vocabulary / special ids come from ``processor.tokenizer``."""
@@ -86,7 +96,7 @@ class TinyHubertConfig:
         architecture = {
             name: list(value) if isinstance(value, tuple) else value
             for name, value in asdict(self).items()
-            if name != "speed_perturb"
+            if name != "augment"
         }
         tok = processor.tokenizer
         return HubertConfig(
@@ -183,25 +193,30 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int) 
     return batches
 
 
-def _speed_perturb(wav: np.ndarray, factor: float) -> np.ndarray:
-    """Resample by ``factor`` (>1 = faster and higher) with linear interpolation, renormalised."""
-    n_out = max(int(round(len(wav) / factor)), 400)
-    out = np.interp(np.arange(n_out) * factor, np.arange(len(wav)), wav).astype(np.float32)
-    return (out - out.mean()) / (out.std() + 1e-7)
+def _normalise(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance, as the processor normalises every waveform it is given."""
+    return ((wave - wave.mean()) / (wave.std() + 1e-7)).astype(np.float32)
 
 
 def ctc_collate(
     items: list[dict[str, Any]],
     generator: torch.Generator,
-    speed_perturb: tuple[float, float] | None = None,
+    augmentation: AugmentConfig | None = None,
 ) -> Batch:
     """``fit``'s ``collate``: items ``{"wave": float32 array, "labels": [ids]}`` -> padded
-    ``input_values``, ``attention_mask`` and ``labels`` (-100 beyond each transcript), each
-    waveform first resampled by a factor drawn from ``speed_perturb`` with ``generator``."""
+    ``input_values``, ``attention_mask`` and ``labels`` (-100 beyond each transcript).
+
+    With ``augmentation``, each waveform first goes through
+    :func:`wavy_pipeline.data.augment.augment` (speed, reverberation, EQ, noise, gain; the
+    babble noise is made of the batch's other utterances), drawn from a numpy generator
+    seeded by ``generator``, then is normalised again as the processor would."""
     waves = [item["wave"] for item in items]
-    if speed_perturb is not None:
-        factors = torch.empty(len(waves)).uniform_(*speed_perturb, generator=generator)
-        waves = [_speed_perturb(w, float(f)) for w, f in zip(waves, factors, strict=True)]
+    if augmentation is not None:
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        waves = [
+            _normalise(augment(w, rng, augmentation, babble=waves[:k] + waves[k + 1 :]))
+            for k, w in enumerate(waves)
+        ]
     values, mask = pad_waveforms(waves)
     labels = torch.full((len(items), max(len(item["labels"]) for item in items)), -100)
     for row, item in enumerate(items):
@@ -252,7 +267,7 @@ def train_hubert_ctc(
         checkpoint_dir,
         progress,
         batches=length_bucketed_batches([len(w) for w in waves], train.batch_size, train.seed),
-        collate=lambda batch, generator: ctc_collate(batch, generator, config.speed_perturb),
+        collate=lambda batch, generator: ctc_collate(batch, generator, config.augment),
     )
 
 
