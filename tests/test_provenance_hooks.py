@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.io import DataCatalog, MemoryDataset, Version
 from kedro.pipeline import Node, Pipeline
+from transformers import PretrainedConfig
 
 from wavy_pipeline.datasets import JSONDataset
 from wavy_pipeline.provenance_hooks import ProvenanceHooks
@@ -38,3 +39,33 @@ def test_run_provenance_names_the_run_and_each_datasets_version(tmp_path):
     assert document["run"]["session_id"] == "2026-12-01T10.00.00.000Z"
     assert document["run"]["env"] == "base" and document["run"]["pipelines"] == ["x"]
     assert document["run"]["kedro"]
+
+
+def test_a_transcoded_sibling_of_what_the_run_saves_is_recorded_with_the_runs_version(tmp_path):
+    """``m@processor`` reads the folder the run's ``m@ctc`` writes: the record must say the
+    run's version (not the previous latest), and resolving it must not pin the old one."""
+    from wavy_pipeline.datasets import PretrainedDataset
+
+    def entry():
+        return PretrainedDataset(
+            name_or_path=str(tmp_path / "m"),
+            class_name="transformers.PretrainedConfig",
+            version=Version(None, None),
+        )
+
+    PretrainedDataset(
+        name_or_path=str(tmp_path / "m"),
+        class_name="transformers.PretrainedConfig",
+        version=Version(None, old := "2025-01-01T00.00.00.000Z"),
+    ).save(PretrainedConfig(marker="old"))
+    catalog = DataCatalog(
+        {"m@ctc": entry(), "m@processor": entry(), "run_provenance": MemoryDataset()}
+    )
+    run_id = "2026-12-01T10.00.00.000Z"
+    pipeline = Pipeline([Node(lambda: None, None, "m@ctc", name="train")])
+    ProvenanceHooks().before_pipeline_run({"run_id": run_id}, pipeline, catalog)
+    assert catalog.load("run_provenance")["datasets"] == {"m@ctc": run_id, "m@processor": run_id}
+    # the sibling resolved the old folder before the save; after it, it loads the new one
+    assert catalog.get("m@processor").resolve_load_version() == old
+    catalog.get("m@ctc").save(PretrainedConfig(marker="new"))
+    assert catalog.load("m@processor").marker == "new"

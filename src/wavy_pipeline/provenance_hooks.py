@@ -51,7 +51,11 @@ def _package_version() -> str | None:
 
 
 def dataset_versions(catalog: Any, produced: set[str], save_version: str) -> dict[str, Any]:
-    """``{name: version}`` of every versioned dataset (None where no version exists yet)."""
+    """``{name: version}`` of every versioned dataset (None where no version exists yet).
+
+    A transcoded entry whose sibling the run saves (``speech_encoder@processor`` when it saves
+    ``speech_encoder@ctc``) is recorded with this run's version: it reads the same folder."""
+    produced = set(produced) | {name.split("@")[0] for name in produced if "@" in name}
     versions: dict[str, Any] = {}
     for name in sorted(catalog.keys()):
         dataset = catalog.get(name)
@@ -59,7 +63,7 @@ def dataset_versions(catalog: Any, produced: set[str], save_version: str) -> dic
             dataset = dataset._dataset
         if not isinstance(dataset, AbstractVersionedDataset) or dataset._version is None:
             continue
-        if name in produced:
+        if name in produced or name.split("@")[0] in produced:
             versions[name] = save_version
             continue
         try:

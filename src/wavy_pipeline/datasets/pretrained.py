@@ -73,6 +73,14 @@ class PretrainedDataset(AtomicVersionedDataset[Any, Any]):
         for part in data if isinstance(data, tuple | list) else (data,):
             part.save_pretrained(str(path), **self._save_args)
 
+    def _fetch_latest_load_version(self) -> str:
+        # Not cached: transcoded entries are separate datasets on one folder, so a version
+        # ``speech_encoder@ctc`` saves must be what ``speech_encoder@processor`` loads next in
+        # the same run (Kedro clears only the saving entry's cache; a cached latest version
+        # paired a new model with the previous processor).
+        self._cached_load_version = None
+        return super()._fetch_latest_load_version()
+
     def _exists(self) -> bool:
         return Path(self._get_load_path()).exists()
 
