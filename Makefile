@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # machines; passive waiting costs nothing measurable when the cores are free.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test lint format bench viz serve system-deps
+.PHONY: install run test lint format bench viz serve system-deps foundation-corpus
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ system-deps:
 	echo "system-deps: apt-get install $(CHROMIUM_PACKAGES)"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
 	  $(CHROMIUM_PACKAGES) >/dev/null || echo "system-deps: apt-get failed (see above)"
+
+# The many-voiced speech the HuBERT stand-in fine-tunes on (`kedro run --pipelines foundation`):
+# generated, not shipped. Needs espeak-ng and the mbrola voices (README "Foundation stand-ins").
+foundation-corpus: $(STAMP)
+	$(BIN)/python scripts/make_foundation_corpus.py --workers $(or $(WORKERS),2)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)

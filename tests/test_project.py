@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from kedro.framework.project import configure_project, pipelines
 from kedro.framework.startup import bootstrap_project
 
@@ -32,9 +33,16 @@ def test_registry_has_every_pipeline_and_default_skips_foundation():
     heldout = pipelines["heldout"]
     assert {"speechclip_model", "speech_adapter", "diffusion@pipeline"} <= heldout.inputs()
     assert not any(n.name.startswith("train_") for n in heldout.nodes)
-    # foundation brings the data pipelines it needs
-    foundation = {n.name for n in pipelines["foundation"].nodes}
-    assert {"ingest_corpus", "preprocess_audio", "train_speech_encoder"} <= foundation
+    # foundation brings the data pipelines it needs, also on the generated foundation corpus
+    foundation = pipelines["foundation"]
+    assert {
+        "ingest_corpus",
+        "preprocess_audio",
+        "foundation_corpus.preprocess_audio",
+        "train_speech_encoder",
+    } <= {n.name for n in foundation.nodes}
+    assert "foundation_corpus.hubert_inputs" in foundation.all_outputs()
+    assert not any(n.name.startswith("foundation_corpus.") for n in pipelines["__default__"].nodes)
 
 
 def test_kedro_viz_data_layer_sees_every_pipeline_with_layers():
@@ -51,3 +59,33 @@ def test_kedro_viz_data_layer_sees_every_pipeline_with_layers():
     nodes = data_access_manager.nodes.as_list()
     names = {n.name for n in nodes}
     assert {"ingest_corpus", "preprocess_audio", "train_speechclip", "retrieval_metrics"} <= names
+
+
+def test_foundation_corpus_resolves_and_says_how_to_make_it(tmp_path):
+    """Every dataset of the foundation pipeline is a catalog entry (those of the foundation
+    corpus under its own root and folders, persisted ones versioned); a corpus that was never
+    generated is refused with the command that makes it."""
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog, DatasetError
+
+    bootstrap_project(PROJECT_ROOT)
+    configure_project("wavy_pipeline")
+    loader = OmegaConfigLoader(
+        str(PROJECT_ROOT / "conf"),
+        base_env="base",
+        default_run_env="local",
+        runtime_params={"foundation_corpus_root": str(tmp_path / "none")},
+    )
+    conf, params = loader["catalog"], loader["parameters"]
+    catalog = DataCatalog.from_config(conf)
+    foundation = pipelines["foundation"]
+    for name in foundation.inputs() | foundation.all_outputs():
+        if name.startswith("params:"):
+            assert name.removeprefix("params:").split(".")[0] in params, name
+        else:
+            assert name in catalog, name
+    assert params["foundation_corpus_root"] == str(tmp_path / "none")
+    assert conf["foundation_corpus.hubert_inputs"]["versioned"] is True
+    assert "foundation_corpus" in conf["foundation_corpus.utterances"]["filepath"]
+    with pytest.raises(DatasetError, match="run `make foundation-corpus`"):
+        catalog.load("foundation_corpus.raw_wav2capt")

@@ -81,6 +81,9 @@ def test_text_lines_keep_bad_bytes_for_the_parser(tmp_path):
     assert TextLinesDataset(filepath=str(tmp_path / "none"), optional=True).load() == []
     with pytest.raises(DatasetError, match="corpus_root"):
         TextLinesDataset(filepath=str(tmp_path / "none")).load()
+    hint = "run `make foundation-corpus`"
+    with pytest.raises(DatasetError, match=f"none' does not exist. {hint}"):
+        TextLinesDataset(filepath=str(tmp_path / "none"), missing_hint=hint).load()
 
 
 def test_audio_dataset_reads_and_refuses(tmp_path):

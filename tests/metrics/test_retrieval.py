@@ -10,6 +10,7 @@ from wavy_pipeline.metrics.retrieval import (
     attribute_consistent_r1,
     attributes_named,
     chance_recall_at_k,
+    pair_preference,
     recall_at_k,
     retrieval_report,
 )
@@ -150,3 +151,12 @@ VOCAB = {
 )
 def test_attributes_named(caption, expected):
     assert attributes_named(caption, VOCAB) == expected
+
+
+def test_pair_preference_counts_rows_closer_to_their_own_item():
+    texts = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    own = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.5, 0.5]])
+    other = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    # row 0 prefers own (1 > 0), row 1 the other (0 < 1), row 2 and row 3 tie (1 = 1, .5 = .5)
+    assert pair_preference(texts, own, other) == (1 + 0 + 0.5 + 0.5) / 4
+    assert pair_preference(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2))) is None

@@ -244,6 +244,22 @@ def test_ctc_processor_vocab_and_round_trip(tmp_path):
     assert reloaded.feature_extractor.to_dict() == fe.to_dict()
 
 
+def test_ctc_vocab_spells_every_english_word_whatever_the_transcripts():
+    # the demo corpus has no j, v, x or z: a fixed alphabet still spells "violet" and "jazz"
+    processor = build_ctc_processor(["a red circle", "two 2"])
+    vocab = processor.tokenizer.get_vocab()
+    letters = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][5:]
+    assert letters == [*"abcdefghijklmnopqrstuvwxyz'", "2"]  # then the other characters
+    for word in ("violet", "jazz", "don't"):
+        ids = processor.tokenizer(word).input_ids
+        assert vocab["<unk>"] not in ids
+        assert processor.tokenizer.decode(ids, group_tokens=False) == word
+    assert (
+        build_ctc_processor(["zz"]).tokenizer.get_vocab()
+        == build_ctc_processor(["aa"]).tokenizer.get_vocab()
+    )
+
+
 def test_ctc_greedy_decode_collapses_repeats_and_blanks():
     processor = build_ctc_processor(["ab ba"])
     v = processor.tokenizer.get_vocab()
@@ -275,24 +291,28 @@ def _tone_utterance(text, rng, freqs, chunk=1600):
     return ((wav - wav.mean()) / wav.std()).astype(np.float32)
 
 
+_TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": (16,) * 5,
+    "num_conv_pos_embeddings": 8,
+    "num_conv_pos_embedding_groups": 4,
+    "mask_time_prob": 0.0,
+    "augment": None,
+}
+_WORDS = ["ab", "ba", "ab ba", "ba ab", "aab"]
+
+
 @pytest.fixture(scope="module")
 def tiny_hubert():
     rng = np.random.default_rng(0)
     freqs = {"a": 300.0, "b": 1200.0, " ": 3000.0}
-    texts = [str(w) for w in rng.choice(["ab", "ba", "ab ba", "ba ab", "aab"], size=24)]
+    texts = [str(w) for w in rng.choice(_WORDS, size=24)]
     wavs = [_tone_utterance(text, rng, freqs) for text in texts]
     processor = build_ctc_processor(texts)
-    config = TinyHubertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16,) * 5,
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=4,
-        mask_time_prob=0.0,
-        augment=None,
-    )
+    config = TinyHubertConfig(**_TINY)
     train_cfg = TrainConfig(
         batch_size=8, drop_last=False, lr=3e-3, warmup_steps=2, max_epochs=8, log_every_steps=3
     )
@@ -305,6 +325,31 @@ def test_ctc_training_decreases_loss(tiny_hubert):
     assert len(history) == 8 and history[-1]["step"] == 24  # 8 epochs of 3 batches
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert not model.training
+
+
+def test_ctc_fine_tuning_starts_from_init_and_leaves_it_alone(tiny_hubert, tmp_path):
+    model, processor, _, wavs = tiny_hubert
+    texts = [str(w) for w in np.random.default_rng(0).choice(_WORDS, size=24)]  # the fixture's
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TinyHubertConfig(**_TINY)
+    train_cfg = TrainConfig(batch_size=8, drop_last=False, lr=1e-3, warmup_steps=1,
+                            max_epochs=1, log_every_steps=1)  # fmt: skip
+
+    def tune(init, checkpoint_dir=None):
+        return train_hubert_ctc(
+            wavs, texts, processor, config, train_cfg, checkpoint_dir, init=init, progress=False
+        )
+
+    scratch, tuned = tune(None), tune(model)
+    # from the trained model the first step's loss is already low; from scratch it is not
+    assert tuned.history[0]["loss"] < 0.5 * scratch.history[0]["loss"]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # init kept
+    # a checkpoint made from another init is not resumed: the run starts again from its own
+    first = tune(model, tmp_path / "ft")
+    assert tune(scratch.model, tmp_path / "ft").history[0]["loss"] > first.history[0]["loss"]
+    bigger = build_ctc_processor([*texts, "ab 7"])  # one more character: one more token
+    with pytest.raises(ValueError, match="vocabulary of"):
+        train_hubert_ctc(wavs, texts, bigger, config, train_cfg, init=model, progress=False)
 
 
 def test_ctc_training_is_seeded():

@@ -43,3 +43,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+# A picture mirrored left to right is described by its caption with these words swapped
+# ("on the left" -> "on the right"); top to bottom, by these. The CLIP stand-in's check of
+# position (foundation evaluate_clip: an image against its mirror) uses the pairs.
+MIRROR_WORDS = {"horizontal": ("left", "right"), "vertical": ("top", "bottom")}

@@ -46,11 +46,24 @@ class TextLinesDataset(ReadOnlyFileDataset[list[str]]):
         filepath: Path of the text file.
         optional: If true, a missing file loads as no lines (for sidecar files that
             only some corpora have) instead of raising.
+        missing_hint: What the error for a missing file tells the user to do (default:
+            check ``corpus_root``), e.g. how to generate a corpus that is not shipped.
     """
 
-    def __init__(self, *, filepath: str, optional: bool = False, metadata: dict | None = None):
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        optional: bool = False,
+        missing_hint: str | None = None,
+        metadata: dict | None = None,
+    ):
         self._filepath = Path(filepath)
         self._optional = optional
+        self._missing_hint = missing_hint or (
+            "Check `corpus_root` (kedro run --params corpus_root=DIR) and the Flickr8k Audio "
+            "layout in README."
+        )
         self.metadata = metadata
 
     def load(self) -> list[str]:
@@ -58,8 +71,7 @@ class TextLinesDataset(ReadOnlyFileDataset[list[str]]):
             if self._optional:
                 return []
             raise DatasetError(
-                f"Corpus file '{self._filepath}' does not exist. Check `corpus_root` "
-                "(kedro run --params corpus_root=DIR) and the Flickr8k Audio layout in README."
+                f"Corpus file '{self._filepath}' does not exist. {self._missing_hint}"
             )
         text = self._filepath.read_bytes().decode("utf-8", errors="surrogateescape")
         return text.removeprefix("\ufeff").splitlines()

@@ -203,3 +203,14 @@ def attributes_named(caption: str, vocabulary: Mapping[str, Mapping[str, str]]) 
         if mentions:
             found[attribute] = min(mentions)[2]
     return found
+
+
+def pair_preference(texts: Any, own: Any, other: Any) -> float | None:
+    """Fraction of rows where text ``i`` is more similar (dot product) to ``own[i]`` than to
+    ``other[i]``: e.g. an image against its mirror, for a caption that says where the shape
+    is (0.5: the embedding ignores it). Ties count half; None for no rows."""
+    texts, own, other = (_to_numpy(x, np.float64) for x in (texts, own, other))
+    if not len(texts):
+        return None
+    margin = (texts * own).sum(1) - (texts * other).sum(1)
+    return float(np.mean((margin > 0) + 0.5 * (margin == 0)))

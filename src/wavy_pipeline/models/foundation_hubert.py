@@ -39,6 +39,9 @@ from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult,
 SAMPLING_RATE = 16_000
 CTC_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0..3 as in hubert-large-ls960-ft
 WORD_DELIMITER = "|"
+# hubert-large-ls960-ft's letters: every English word can be spelt, also those the training
+# transcripts never contain ("violet", "zigzag" -- the demo corpus has no j, v, x or z)
+ENGLISH_LETTERS = "abcdefghijklmnopqrstuvwxyz'"
 
 
 # --------------------------------------------------------------------------- configs
@@ -121,16 +124,19 @@ class TinyHubertConfig:
 def build_ctc_processor(
     transcripts: Sequence[str], out_dir: str | Path | None = None
 ) -> Wav2Vec2Processor:
-    """Character-level CTC processor from the training transcripts.
+    """Character-level CTC processor: the English letters, and any other transcript character.
 
     vocab.json: ``<pad>`` (=CTC blank, id 0), ``<s>``, ``</s>``, ``<unk>``, ``|`` (word
-    delimiter, replaces spaces), then the corpus characters by decreasing frequency. The
+    delimiter, replaces spaces), the letters a-z and ``'`` (:data:`ENGLISH_LETTERS`, as
+    hubert-large-ls960-ft's vocabulary has them, whether or not ``transcripts`` use them),
+    then the transcripts' other characters (digits, say) by decreasing frequency. The
     feature extractor matches hubert-large-ls960-ft (16 kHz, zero-mean/unit-var normalisation,
     attention masks). Saved to ``out_dir`` when given, else built in a temporary directory.
     """
     counts = Counter(ch for text in transcripts for ch in text if not ch.isspace())
-    counts.pop(WORD_DELIMITER, None)
-    chars = sorted(counts, key=lambda ch: (-counts[ch], ch))
+    for ch in (WORD_DELIMITER, *ENGLISH_LETTERS):
+        counts.pop(ch, None)
+    chars = [*ENGLISH_LETTERS, *sorted(counts, key=lambda ch: (-counts[ch], ch))]
     vocab = {tok: i for i, tok in enumerate([*CTC_SPECIAL_TOKENS, WORD_DELIMITER, *chars])}
 
     def _build(directory: Path) -> Wav2Vec2Processor:
@@ -239,10 +245,15 @@ def train_hubert_ctc(
     train: TrainConfig,
     checkpoint_dir: str | os.PathLike | None = None,
     *,
+    init: HubertForCTC | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a HubertForCTC from scratch with CTC on normalised 16 kHz waveforms, through
+    """Train a HubertForCTC with CTC on normalised 16 kHz waveforms, through
     :func:`~wavy_pipeline.models.train.fit` (resumable from ``checkpoint_dir``).
+
+    From scratch, or fine-tuned from a copy of ``init`` (same architecture and vocabulary;
+    ``init`` itself is left as it is). A checkpoint resumes only for the same data, config
+    and ``init`` weights.
 
     Returns ``fit``'s result: the model (in eval mode) and its history rows
     ``{"step", "epoch", "loss", "lr"}`` (loss: mean CTC loss per target token since the
@@ -252,17 +263,25 @@ def train_hubert_ctc(
         raise ValueError("input_values and transcripts must have the same length")
     set_seed(train.seed)
     model = HubertForCTC(config.to_hf(processor))
+    if init is not None:
+        if init.config.vocab_size != model.config.vocab_size:
+            raise ValueError(
+                f"init has a vocabulary of {init.config.vocab_size} tokens, the processor "
+                f"{model.config.vocab_size}: fine-tune with the processor init was trained with"
+            )
+        model.load_state_dict(init.state_dict())
     waves = [np.asarray(w, dtype=np.float32) for w in input_values]
     items = [
         {"wave": wave, "labels": processor.tokenizer(text).input_ids}
         for wave, text in zip(waves, transcripts, strict=True)
     ]
+    init_weights = {} if init is None else init.state_dict()
     return fit_stand_in(
         model,
         ctc_loss,
         items,
         config,
-        (waves, list(transcripts)),
+        (waves, list(transcripts), init_weights),
         train,
         checkpoint_dir,
         progress,

@@ -9,14 +9,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import ImageOps
 
 from wavy_pipeline.core.hubert_inputs import HubertInputs
 from wavy_pipeline.data.corpus import STATED_ATTRIBUTES, stated_attributes
+from wavy_pipeline.data.images import MIRROR_WORDS
 from wavy_pipeline.evaluation.scoring import stated_accuracy
 from wavy_pipeline.generation.generate import text_images, utterance_seed
 from wavy_pipeline.metrics.asr import character_error_rate, normalise_transcript
 from wavy_pipeline.metrics.attribute_judge import AttributeJudge
-from wavy_pipeline.metrics.retrieval import recall_at_k
+from wavy_pipeline.metrics.retrieval import pair_preference, recall_at_k
 from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_texts
 from wavy_pipeline.models.foundation import (
     TinyClipConfig,
@@ -41,26 +43,68 @@ logger = logging.getLogger(__name__)
 
 def _split(utterances: pd.DataFrame, name: str, keep=None) -> pd.DataFrame:
     rows = utterances[utterances["split"] == name]
-    return rows if keep is None else rows[rows["utterance_id"].map(keep.__contains__)]
+    if keep is None:
+        return rows
+    return rows[rows["utterance_id"].map(keep.__contains__).astype(bool)]  # also when empty
 
 
-def train_speech_encoder(
-    hubert_inputs: HubertInputs, utterances: pd.DataFrame, seed: int, params: dict[str, Any]
-) -> tuple[tuple[Any, Any], pd.DataFrame]:
-    """CTC-train the HuBERT stand-in on the train split's transcripts (from scratch); a
-    killed run resumes from ``params.checkpoint_dir``."""
+def _train_speech(
+    hubert_inputs: HubertInputs, utterances: pd.DataFrame
+) -> tuple[list[np.ndarray], list[str]]:
     train = _split(utterances, "train", hubert_inputs)
-    transcripts = [normalise_transcript(c) for c in train["caption"]]
-    processor = build_ctc_processor(transcripts)
-    result = train_hubert_ctc(
+    return (
         [hubert_inputs.values(u) for u in train["utterance_id"]],
-        transcripts,
-        processor,
-        TinyHubertConfig(**params["model"]),
-        TrainConfig(seed=seed, **params["train"]),
-        params["checkpoint_dir"],
+        [normalise_transcript(c) for c in train["caption"]],
     )
-    return (result.model.cpu(), processor), pd.DataFrame(result.history)
+
+
+def train_speech_encoder(  # noqa: PLR0913, PLR0917 - a node's inputs
+    hubert_inputs: HubertInputs,
+    utterances: pd.DataFrame,
+    foundation_inputs: HubertInputs,
+    foundation_utterances: pd.DataFrame,
+    seed: int,
+    params: dict[str, Any],
+) -> tuple[tuple[Any, Any], pd.DataFrame]:
+    """CTC-train the HuBERT stand-in in two stages, each resumable from its own folder under
+    ``params.checkpoint_dir``:
+
+    1. ``demo``: from scratch on the demo corpus's train split (``params.train``): its seven
+       voices get CTC off its plateau, which the many-voiced mix alone does not (CER 0.56);
+    2. ``finetune``: from there on the foundation corpus's train split (hundreds of
+       espeak-ng/mbrola voices, ``make foundation-corpus``) together with the demo's
+       (``params.finetune``), so that it transcribes voices it never heard.
+
+    The vocabulary is the English letters (``build_ctc_processor``). History rows carry
+    their ``stage``.
+    """
+    demo = _train_speech(hubert_inputs, utterances)
+    foundation = _train_speech(foundation_inputs, foundation_utterances)
+    if not foundation[0]:
+        raise ValueError(
+            "the foundation corpus has no train-split utterances with audio; regenerate it "
+            "with `make foundation-corpus` (README 'Foundation stand-ins')"
+        )
+    processor = build_ctc_processor(demo[1] + foundation[1])
+    config = TinyHubertConfig(**params["model"])
+    histories, model = [], None
+    for stage, (waves, transcripts) in (
+        ("demo", demo),
+        ("finetune", (foundation[0] + demo[0], foundation[1] + demo[1])),
+    ):
+        result = train_hubert_ctc(
+            waves,
+            transcripts,
+            processor,
+            config,
+            TrainConfig(seed=seed, **params["train" if stage == "demo" else stage]),
+            f"{params['checkpoint_dir']}/{stage}",
+            init=model,
+        )
+        model = result.model
+        histories.append(pd.DataFrame(result.history).assign(stage=stage))
+        logger.info("HuBERT stand-in, stage %s: %d utterances", stage, len(waves))
+    return (model.cpu(), processor), pd.concat(histories, ignore_index=True)
 
 
 def evaluate_speech_encoder(
@@ -126,9 +170,14 @@ def train_clip_model(
 
 
 def evaluate_clip_model(
-    model: Any, processor: Any, utterances: pd.DataFrame, image_files: Mapping[str, Callable]
+    model: Any,
+    processor: Any,
+    utterances: pd.DataFrame,
+    image_files: Mapping[str, Callable],
+    evaluation: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Text↔image retrieval of the CLIP stand-in on the test split (5 captions per image)."""
+    """Text↔image retrieval of the CLIP stand-in on the test split (5 captions per image),
+    and whether captions that say where the shape is tell their image from its mirror."""
     test = _split(utterances, "test")
     images = _images(test, image_files)
     image_ids = list(images)
@@ -141,9 +190,53 @@ def evaluate_clip_model(
         "image_to_text": recall_at_k(similarity.T, relevant.T),
         "n_images": len(image_ids),
         "n_captions": len(test),
+        **_mirror_position(
+            model, processor, test, images, (text_emb, image_emb, image_ids), evaluation
+        ),
     }
-    logger.info("CLIP stand-in: text→image %s", metrics["text_to_image"])
+    logger.info(
+        "CLIP stand-in: text→image %s; position against the mirror image %s",
+        metrics["text_to_image"],
+        metrics["mirror_position"],
+    )
     return metrics
+
+
+def _mirror_position(  # noqa: PLR0913, PLR0917 - the pieces evaluate_clip_model has
+    model: Any,
+    processor: Any,
+    test: pd.DataFrame,
+    images: Mapping[str, Any],
+    embedded: tuple[np.ndarray, np.ndarray, list[str]],
+    evaluation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Does a caption that says where the shape is (left/right/top/bottom) prefer its image
+    over the same image mirrored, where the shape is on the other side? (0.5: position is
+    not encoded.)"""
+    text_emb, image_emb, image_ids = embedded
+    axis_of = {word: axis for axis, pair in MIRROR_WORDS.items() for word in pair}
+    if "attr_position" not in test or not len(test):
+        return {"mirror_position": None, "n_mirror_position": 0}
+    stated = stated_attributes(test, evaluation.get("attribute_vocabulary"))["position"]
+    sided = test["attr_position"].map(axis_of.__contains__).astype(bool)
+    rows = np.flatnonzero(stated.to_numpy() & sided.to_numpy())
+    if not len(rows):
+        return {"mirror_position": None, "n_mirror_position": 0}
+    flips = {"horizontal": ImageOps.mirror, "vertical": ImageOps.flip}
+    picked = test.iloc[rows]
+    mirrored = encode_clip_images(
+        model,
+        processor,
+        [
+            flips[axis_of[p]](images[i])
+            for i, p in zip(picked["image_id"], picked["attr_position"], strict=True)
+        ],
+    )
+    own = image_emb[[image_ids.index(i) for i in picked["image_id"]]]
+    return {
+        "mirror_position": pair_preference(text_emb[rows], own, mirrored),
+        "n_mirror_position": len(rows),
+    }
 
 
 def _judged(judge: AttributeJudge, images: list[Any]) -> pd.DataFrame:
