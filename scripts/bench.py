@@ -612,7 +612,7 @@ def bench_default(repeats: int) -> None:
 
 
 def bench_foundation(repeats: int) -> None:
-    bench_pipelines(1, ("foundation",))  # ~10 min each; one run
+    bench_pipelines(1, ("foundation",))  # ~80 min on 2 cores (needs make foundation-corpus)
 
 
 def bench_speak(repeats: int) -> None:
@@ -647,7 +647,7 @@ SECTIONS = {
     "foundation": bench_foundation,
     "speak": bench_speak,
 }
-# foundation (~30 min) only with --only foundation
+# foundation (~80 min) only with --only foundation
 DEFAULT_SECTIONS = (
     "audio",
     "speechclip",
