@@ -46,11 +46,13 @@ def test_a_transcoded_sibling_of_what_the_run_saves_is_recorded_with_the_runs_ve
     run's version (not the previous latest), and resolving it must not pin the old one."""
     from wavy_pipeline.datasets import PretrainedDataset
 
-    def entry():
+    run_id = "2026-12-01T10.00.00.000Z"
+
+    def entry():  # as the catalog makes them in a run: saves go to the run's version
         return PretrainedDataset(
             name_or_path=str(tmp_path / "m"),
             class_name="transformers.PretrainedConfig",
-            version=Version(None, None),
+            version=Version(None, run_id),
         )
 
     PretrainedDataset(
@@ -61,7 +63,6 @@ def test_a_transcoded_sibling_of_what_the_run_saves_is_recorded_with_the_runs_ve
     catalog = DataCatalog(
         {"m@ctc": entry(), "m@processor": entry(), "run_provenance": MemoryDataset()}
     )
-    run_id = "2026-12-01T10.00.00.000Z"
     pipeline = Pipeline([Node(lambda: None, None, "m@ctc", name="train")])
     ProvenanceHooks().before_pipeline_run({"run_id": run_id}, pipeline, catalog)
     assert catalog.load("run_provenance")["datasets"] == {"m@ctc": run_id, "m@processor": run_id}
