@@ -18,24 +18,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from diagnose_position import latest_model  # noqa: E402
+
 CAPTIONS = {
     "left": "a large red circle on the left",
     "right": "a large red circle on the right",
     "other": "a large blue square on the left",
 }
-
-
-def latest_model() -> Path:
-    versions = sorted((ROOT / "data" / "06_models" / "diffusion").glob("*/diffusion"))
-    if not versions:
-        raise SystemExit("no data/06_models/diffusion/<version>/diffusion: run `kedro run` first")
-    return versions[-1]
 
 
 @torch.no_grad()
