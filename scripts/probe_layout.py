@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
+from wavy_pipeline.models.clip_encoding import encode_prompts
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from diagnose_position import latest_model  # noqa: E402
@@ -36,18 +38,12 @@ CAPTIONS = {
 
 
 @torch.no_grad()
-def mean_x0(pipe: StableDiffusionPipeline, caption: str, noise: torch.Tensor, t: int):
-    """Mean over ``noise`` draws of the UNet's x0 estimate at timestep ``t`` for ``caption``."""
+def mean_x0(pipe: StableDiffusionPipeline, states: torch.Tensor, noise: torch.Tensor, t: int):
+    """Mean over ``noise`` draws of the UNet's x0 estimate at timestep ``t`` for one prompt's
+    ``states`` (1, 77, hidden), as the pipeline's own scheduler defines x0."""
     schedule = DDPMScheduler.from_config(pipe.scheduler.config)
     alpha = schedule.alphas_cumprod[t]
-    ids = pipe.tokenizer(
-        [caption] * len(noise),
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    states = pipe.text_encoder(ids)[0]
+    states = states.expand(len(noise), -1, -1)
     out = pipe.unet(noise, torch.full((len(noise),), t), encoder_hidden_states=states).sample
     if schedule.config.prediction_type == "v_prediction":
         x0 = alpha.sqrt() * noise - (1 - alpha).sqrt() * out
@@ -78,7 +74,8 @@ def main() -> None:
     noise = torch.randn(
         args.draws, channels, size, size, generator=torch.Generator().manual_seed(0)
     )
-    means = {k: mean_x0(pipe, c, noise, args.t) for k, c in CAPTIONS.items()}
+    states = encode_prompts(pipe.text_encoder, pipe.tokenizer, list(CAPTIONS.values()))
+    means = {k: mean_x0(pipe, s[None], noise, args.t) for k, s in zip(CAPTIONS, states)}
     print(f"t={args.t}, {args.draws} noise draws")
     print(
         f"L2 distance of mean x0, left vs right:           {(means['left'] - means['right']).norm():.1f}"
