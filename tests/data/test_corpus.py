@@ -8,6 +8,7 @@ import pytest
 from wavy_pipeline.data.corpus import (
     CorpusError,
     Quarantine,
+    attribute_captions,
     build_utterances,
     carve_dev,
     check_bad_fraction,
@@ -383,3 +384,23 @@ def test_build_utterances_uses_the_dev_fallback_only_when_dev_is_empty():
         **args,
     )
     assert (table["split"] == "dev").sum() == 2
+
+
+def test_attribute_captions_fill_templates_and_take_listed_words_in_turn():
+    templates = ["a {size} {color} {shape} {position}", "the {size} {shape} is {position}"]
+    words = {"size": {"small": ["small", "little"]}, "position": {"left": "on the left"}}
+    row = {"color": "red", "shape": "circle", "size": "small", "position": "left"}
+    assert attribute_captions(row, templates, words) == [
+        "a small red circle on the left",
+        "the little circle is on the left",
+    ]
+    # a template naming an attribute the image lacks is skipped; no words: the value itself
+    assert (
+        attribute_captions(
+            {"color": "red", "shape": "circle", "size": "large", "position": None}, templates
+        )
+        == []
+    )
+    assert attribute_captions({"color": "red", "shape": "disc"}, ["a {color} {shape}"]) == [
+        "a red disc"
+    ]

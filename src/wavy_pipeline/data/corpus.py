@@ -12,7 +12,7 @@ import io
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -282,6 +282,37 @@ def stated_attributes(
     return pd.DataFrame(
         {a: [a in n for n in named] for a in STATED_ATTRIBUTES}, index=utterances.index
     )
+
+
+def attribute_captions(
+    attributes: Mapping[str, str | None],
+    templates: Sequence[str],
+    words: Mapping[str, Mapping[str, str | Sequence[str]]] | None = None,
+) -> list[str]:
+    """Captions written from an image's attributes (its ``attributes.csv`` row), one per
+    template, that state every attribute the template names: recaptioning, as DALL-E 3
+    trains on descriptive captions so that the model follows every word of a prompt.
+
+    A template's fields are attribute names (``"a {size} {color} {shape} {position}"``);
+    each is replaced by ``words[attribute][value]``, or by the value itself where ``words``
+    has no entry. A list of words is used in turn, one per template (template ``i`` takes
+    ``words[i % len(words)]``), so the captions are deterministic. A template that names an
+    attribute the image lacks (``None``, NaN or empty) is skipped."""
+    words = words or {}
+    fields = re.compile(r"{(\w+)}")
+    captions = []
+    for i, template in enumerate(templates):
+        names = fields.findall(template)
+        values = {name: attributes.get(name) for name in names}
+        if any(not isinstance(v, str) or not v for v in values.values()):
+            continue
+        chosen = {}
+        for name, value in values.items():
+            options = words.get(name, {}).get(value, value)
+            options = [options] if isinstance(options, str) else list(options)
+            chosen[name] = options[i % len(options)]
+        captions.append(" ".join(template.format(**chosen).split()))
+    return captions
 
 
 def unreadable_images(

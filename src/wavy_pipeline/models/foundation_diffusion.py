@@ -22,7 +22,11 @@ Deviations from SD v1.4, all chosen so that ~10 CPU-minutes of training give usa
 (see :class:`TinyDiffusionConfig`): channels sized for a CPU; no self-attention in the VAE
 mid-blocks (keeps colour codes local in the latents); no attention at the UNet's 16x16
 level; attention-pooled text states also added to the UNet's timestep embedding
-(``addition_embed_type="text"``); offset noise and Min-SNR weighting in training. The
+(``addition_embed_type="text"``); Min-SNR weighting in training. The demo's recipe
+(``conf/base/parameters_foundation.yml``) also takes SD 2.x's v-prediction on a
+zero-terminal-SNR schedule (Lin et al. 2024), draws extra high-noise timesteps and adds
+coordinate channels (:class:`~wavy_pipeline.models.coord_unet.CoordUNet`), so that the UNet
+draws *where* a caption says; the config's defaults are SD v1.4's epsilon prediction. The
 pipeline class, its inputs and the folder layout are SD's. Guidance ~5 works better than
 SD's default 7.5 for this small model.
 
@@ -35,7 +39,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,7 @@ from PIL import Image
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from wavy_pipeline.models.clip_encoding import encode_prompts, prompt_length
+from wavy_pipeline.models.coord_unet import CoordUNet, coordinate_grid
 from wavy_pipeline.models.train import Batch, EvalFn, TrainConfig, TrainResult, fit_stand_in
 
 ImagesLike = Sequence[Image.Image] | np.ndarray | torch.Tensor
@@ -114,11 +119,30 @@ class TinyDiffusionConfig:
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
     sampler: str = "dpmsolver++"  # or "ddim"
+    # What the UNet predicts ("epsilon" as SD v1.x, or "v_prediction" as SD 2.x) and
+    # whether the betas are rescaled to zero terminal SNR (Lin et al. 2024, "Common
+    # diffusion noise schedules and sample steps are flawed"): on SD's own schedule the
+    # noisiest training latents still hold 7 % of the image, so a model learns to take the
+    # layout (where the shape is) from the noise it is sampled from, not from the caption.
+    # Zero terminal SNR needs v-prediction; "trailing" spacing makes sampling start at it.
+    prediction_type: str = "epsilon"
+    rescale_betas_zero_snr: bool = False
+    timestep_spacing: str | None = None  # None: each scheduler's own default
+    # Where a shape goes is decided in the first, noisiest sampling steps; uniformly drawn
+    # training timesteps put one step in ten there, too few for a short training to learn
+    # layout from the caption. This fraction of each batch draws its timesteps from
+    # [high_noise_from, num_train_timesteps) instead (the rest stay uniform).
+    high_noise_fraction: float = 0.0
+    high_noise_from: int = 900
+    # Two channels of x/y coordinates (-1..1) concatenated to the UNet's input
+    # (:class:`CoordUNet`, "CoordConv", Liu et al. 2018): convolutions are translation-
+    # equivariant, so without them "on the right" has no place to point to.
+    unet_coord_channels: bool = False
     # training recipe (the optimisation itself is TrainConfig's): VAE loss =
     # reconstruction (L1 + MSE) + vae_kl_weight * KL per latent element, on images flipped
     # and transposed at random (square images; the VAE sees no captions); UNet: captions
     # replaced by "" with probability caption_dropout (classifier-free guidance), Min-SNR-
-    # gamma weighting (None: plain MSE) and offset noise (see diffusion_loss)
+    # gamma weighting (None: plain MSE; see denoising_loss) and offset noise (diffusion_loss)
     vae_kl_weight: float = 1e-6
     vae_augment_flips: bool = True
     caption_dropout: float = 0.1
@@ -130,6 +154,24 @@ class TinyDiffusionConfig:
             setattr(self, name, tuple(getattr(self, name)))  # YAML gives lists
         for name in ("unet_down_block_types", "unet_up_block_types"):
             setattr(self, name, tuple(getattr(self, name)))
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}"
+            )
+        if self.rescale_betas_zero_snr and self.prediction_type != "v_prediction":
+            raise ValueError(
+                "rescale_betas_zero_snr needs prediction_type 'v_prediction' (at zero SNR the "
+                "noise is the whole input and predicting it says nothing about the image)"
+            )
+        if not 0.0 <= self.high_noise_fraction <= 1.0:
+            raise ValueError(
+                f"high_noise_fraction must be in [0, 1], got {self.high_noise_fraction}"
+            )
+        if not 0 <= self.high_noise_from < self.num_train_timesteps:
+            raise ValueError(
+                f"high_noise_from must be in [0, {self.num_train_timesteps}), "
+                f"got {self.high_noise_from}"
+            )
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
@@ -168,8 +210,10 @@ class TinyDiffusionConfig:
         return vae
 
     def build_unet(self) -> UNet2DConditionModel:
-        """Randomly initialised UNet2DConditionModel for ``latent_size`` latents."""
-        return UNet2DConditionModel(
+        """Randomly initialised UNet2DConditionModel (a :class:`CoordUNet` with
+        ``unet_coord_channels``) for ``latent_size`` latents."""
+        unet_class = CoordUNet if self.unet_coord_channels else UNet2DConditionModel
+        return unet_class(
             sample_size=self.latent_size,
             in_channels=self.latent_channels,
             out_channels=self.latent_channels,
@@ -185,14 +229,18 @@ class TinyDiffusionConfig:
         )
 
     def _schedule_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_train_timesteps": self.num_train_timesteps,
-            "beta_start": self.beta_start,
-            "beta_end": self.beta_end,
-            "beta_schedule": self.beta_schedule,
-            "prediction_type": "epsilon",
-            "steps_offset": 1,  # as SD v1.x's scheduler_config.json
-        }
+        return (
+            {
+                "num_train_timesteps": self.num_train_timesteps,
+                "beta_start": self.beta_start,
+                "beta_end": self.beta_end,
+                "beta_schedule": self.beta_schedule,
+                "prediction_type": self.prediction_type,
+                "steps_offset": 1,  # as SD v1.x's scheduler_config.json
+            }
+            | ({"rescale_betas_zero_snr": True} if self.rescale_betas_zero_snr else {})
+            | ({"timestep_spacing": self.timestep_spacing} if self.timestep_spacing else {})
+        )
 
     def build_noise_scheduler(self) -> DDPMScheduler:
         """DDPM schedule used for training (forward noising)."""
@@ -350,19 +398,29 @@ def train_vae(
 
 
 # --------------------------------------------------------------------------- UNet
-def sample_noise(
+def sample_noise(  # noqa: PLR0913 - the schedule's knobs, all optional
     latents: torch.Tensor,
     num_train_timesteps: int,
     generator: torch.Generator,
     noise_offset: float = 0.0,
+    high_noise_fraction: float = 0.0,
+    high_noise_from: int = 900,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training noise (with ``noise_offset`` * N(0, 1) per sample and channel added, "offset
-    noise") and uniformly drawn timesteps for a batch of ``latents``."""
+    noise") and timesteps for a batch of ``latents``: uniform over the schedule, except
+    that each sample draws from ``[high_noise_from, num_train_timesteps)`` with probability
+    ``high_noise_fraction``."""
     noise = torch.randn(latents.shape, generator=generator)
     if noise_offset:
         b, c = latents.shape[:2]
         noise = noise + noise_offset * torch.randn((b, c, 1, 1), generator=generator)
     timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=generator)
+    if high_noise_fraction:
+        high = torch.randint(
+            high_noise_from, num_train_timesteps, (len(latents),), generator=generator
+        )
+        pick = torch.rand(len(latents), generator=generator) < high_noise_fraction
+        timesteps = torch.where(pick, high, timesteps)
     return noise, timesteps
 
 
@@ -375,16 +433,25 @@ def denoising_loss(
     noise_scheduler: DDPMScheduler,
     snr_gamma: float | None = None,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE of ``unet`` on ``latents`` noised with ``noise`` at
-    ``timesteps``; ``snr_gamma`` enables Min-SNR-gamma weighting (Hang et al. 2023,
-    ``min(SNR, gamma) / SNR`` per sample, SNR from diffusers' ``compute_snr``), which
-    down-weights the easy low-noise steps."""
+    """MSE of ``unet``'s prediction on ``latents`` noised with ``noise`` at ``timesteps``,
+    against the noise or, when the scheduler's ``prediction_type`` is ``"v_prediction"``,
+    the velocity (diffusers' ``get_velocity``).
+
+    ``snr_gamma`` caps how much an error in the image counts at low noise (Min-SNR-gamma,
+    Hang et al. 2023; SNR from diffusers' ``compute_snr``). In terms of the image estimate,
+    epsilon's loss weighs an error by SNR and v's by SNR + 1; the weights ``min(SNR, gamma)
+    / SNR`` (epsilon) and ``min(SNR + 1, gamma) / (SNR + 1)`` (v) cap those at gamma. For v
+    this is not diffusers' ``min(SNR, gamma) / (SNR + 1)``: that one gives the image no
+    weight at zero SNR, the very steps where the layout is learnt."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     pred = unet(noisy, timesteps, encoder_hidden_states=text_states).sample
-    per_sample = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))
+    v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
     if snr_gamma:
         snr = compute_snr(noise_scheduler, timesteps)
-        per_sample = per_sample * snr.clamp(max=snr_gamma) / snr
+        weight = (snr + 1 if v_prediction else snr).float()
+        per_sample = per_sample * weight.clamp(max=snr_gamma) / weight
     return per_sample.mean()
 
 
@@ -434,7 +501,12 @@ def unet_collate(
     std = torch.stack([item["std"] for item in items])
     latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling_factor
     noise, timesteps = sample_noise(
-        latents, config.num_train_timesteps, generator, config.noise_offset
+        latents,
+        config.num_train_timesteps,
+        generator,
+        config.noise_offset,
+        config.high_noise_fraction,
+        config.high_noise_from,
     )
     return {
         "latents": latents,
@@ -458,8 +530,8 @@ def train_unet(
     eval_fn: EvalFn | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Latent-diffusion training of a text-conditioned UNet (epsilon prediction, SD schedule)
-    through :func:`~wavy_pipeline.models.train.fit`.
+    """Latent-diffusion training of a text-conditioned UNet (epsilon or v prediction, as
+    ``config`` says) through :func:`~wavy_pipeline.models.train.fit`.
 
     ``captions[i]`` is the caption (or list of captions) of ``images[i]``; each step draws one
     caption per image, replaced by ``""`` with probability ``config.caption_dropout``. VAE
@@ -478,6 +550,8 @@ def train_unet(
     texts = list(dict.fromkeys(["", *(c for caps in per_image for c in caps)]))
     index = {t: i for i, t in enumerate(texts)}
     states = encode_prompts(text_encoder, tokenizer, texts)
+    # a stage that continues a given UNet resumes only a checkpoint made from the same start
+    start = [unet.state_dict()] if unet is not None else []
     unet = unet if unet is not None else config.build_unet()
     if unet.config.cross_attention_dim != states.shape[-1]:
         raise ValueError(
@@ -503,7 +577,7 @@ def train_unet(
         ),
         items,
         config,
-        (mean, std, states, [list(caps) for caps in per_image]),
+        (mean, std, states, [list(caps) for caps in per_image], *start),
         train,
         checkpoint_dir,
         progress,
@@ -546,7 +620,42 @@ def build_pipeline(
     )
 
 
-def train_stand_in(
+# Fields a UNet fine-tuning stage may change: the noise schedule and the training recipe.
+# Everything else (the VAE, the UNet's architecture) must stay as the first stage built it.
+FINETUNE_FIELDS = frozenset(
+    {
+        "prediction_type",
+        "rescale_betas_zero_snr",
+        "timestep_spacing",
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "sampler",
+        "caption_dropout",
+        "snr_gamma",
+        "noise_offset",
+        "high_noise_fraction",
+        "high_noise_from",
+    }
+)
+
+
+def finetune_config(
+    config: TinyDiffusionConfig, overrides: Mapping[str, Any] | None
+) -> TinyDiffusionConfig | None:
+    """``config`` with ``overrides`` (schedule and recipe fields only, :data:`FINETUNE_FIELDS`)
+    for the UNet's fine-tuning stage; None without overrides."""
+    if not overrides:
+        return None
+    other = sorted(set(overrides) - FINETUNE_FIELDS)
+    if other:
+        raise ValueError(
+            f"a fine-tuning stage can only change {sorted(FINETUNE_FIELDS)}; got {other}"
+        )
+    return replace(config, **overrides)
+
+
+def train_stand_in(  # noqa: PLR0913 - the stages' configs, all named
     images: ImagesLike,
     captions: Sequence[str | Sequence[str]],
     text_encoder: CLIPTextModel,
@@ -556,6 +665,7 @@ def train_stand_in(
     unet_train: TrainConfig,
     checkpoint_dir: str | os.PathLike | None = None,
     *,
+    finetune: tuple[TinyDiffusionConfig, TrainConfig] | None = None,
     evaluate_vae: EvalFn | None = None,
     evaluate_pipeline: Callable[[StableDiffusionPipeline], Mapping[str, float]] | None = None,
     progress: bool = True,
@@ -563,10 +673,17 @@ def train_stand_in(
     """:func:`train_vae` + :func:`train_unet` + :func:`build_pipeline` in one call (their
     checkpoints in ``checkpoint_dir/vae`` and ``checkpoint_dir/unet``).
 
+    ``finetune`` = (config, train): a second UNet stage that starts from the first one's
+    weights under another schedule or recipe (:func:`finetune_config`; checkpoints in
+    ``checkpoint_dir/unet_finetune``), as Lin et al. (2024) fine-tuned SD 2.1 from epsilon-
+    to v-prediction on a zero-terminal-SNR schedule. The pipeline's sampler is then the
+    fine-tuned schedule's.
+
     ``evaluate_vae(vae)`` and ``evaluate_pipeline(pipe)`` (the pipeline of the trained VAE
     and the UNet's EMA weights so far) select each stage's best weights (see ``fit``).
 
-    Returns the pipeline and the per-stage histories ``{"vae": [...], "unet": [...]}``.
+    Returns the pipeline and the per-stage histories ``{"vae": [...], "unet": [...]}``
+    (and ``"unet_finetune"`` with ``finetune``).
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     vae = train_vae(
@@ -577,29 +694,36 @@ def train_stand_in(
         eval_fn=evaluate_vae,
         progress=progress,
     )
+    stages = [("unet", config, unet_train)]
+    if finetune is not None:
+        stages.append(("unet_finetune", *finetune))
+    histories = {"vae": vae.history}
+    unet = None
+    for name, stage_config, stage_train in stages:
 
-    def evaluate_unet(unet: UNet2DConditionModel) -> Mapping[str, float]:
-        sampler = config.build_sampler()
-        pipe = build_pipeline(vae.model, unet, text_encoder, tokenizer, sampler)
-        pipe.to(unet.device)
-        return evaluate_pipeline(pipe)
+        def evaluate_unet(model: UNet2DConditionModel, cfg=stage_config) -> Mapping[str, float]:
+            pipe = build_pipeline(vae.model, model, text_encoder, tokenizer, cfg.build_sampler())
+            pipe.to(model.device)
+            return evaluate_pipeline(pipe)
 
-    unet = train_unet(
-        images,
-        captions,
-        vae.model,
-        text_encoder,
-        tokenizer,
-        config,
-        unet_train,
-        folder and folder / "unet",
-        eval_fn=evaluate_unet if evaluate_pipeline is not None else None,
-        progress=progress,
-    )
+        result = train_unet(
+            images,
+            captions,
+            vae.model,
+            text_encoder,
+            tokenizer,
+            stage_config,
+            stage_train,
+            folder and folder / name,
+            unet=unet,
+            eval_fn=evaluate_unet if evaluate_pipeline is not None else None,
+            progress=progress,
+        )
+        unet, histories[name] = result.model, result.history
     pipe = build_pipeline(
-        vae.model.cpu(), unet.model.cpu(), text_encoder, tokenizer, config.build_sampler()
+        vae.model.cpu(), unet.cpu(), text_encoder, tokenizer, stages[-1][1].build_sampler()
     )
-    return pipe, {"vae": vae.history, "unet": unet.history}
+    return pipe, histories
 
 
 def folder_size_bytes(path: str | Path) -> int:
@@ -613,12 +737,15 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 __all__ = [
+    "CoordUNet",
     "TinyDiffusionConfig",
     "build_pipeline",
+    "coordinate_grid",
     "count_parameters",
     "denoising_loss",
     "diffusion_loss",
     "encode_latent_dist",
+    "finetune_config",
     "folder_size_bytes",
     "images_to_tensor",
     "sample_noise",
