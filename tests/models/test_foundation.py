@@ -29,6 +29,13 @@ from wavy_pipeline.models.foundation import (
     train_hubert_ctc,
     transcribe,
 )
+from wavy_pipeline.models.foundation_clip import (
+    IGNORE_LABEL,
+    ClipWithAttributeHeads,
+    attribute_labels,
+    clip_attribute_loss,
+    clip_loss,
+)
 from wavy_pipeline.models.foundation_hubert import (
     SPEED_ONLY,
     ctc_collate,
@@ -168,25 +175,21 @@ def test_clip_training_beats_chance(tiny_clip):
     assert hit_rate >= 0.75
 
 
+def _smallest_clip(**kw) -> TinyClipConfig:
+    """A CLIP config small enough to train in a second (16-wide towers, one layer each)."""
+    sizes = dict(text_hidden_size=16, text_num_layers=1, text_num_heads=2,
+                 text_intermediate_size=16, vision_hidden_size=16, vision_num_layers=1,
+                 vision_num_heads=2, vision_intermediate_size=16, patch_size=32,
+                 projection_dim=8)  # fmt: skip
+    return TinyClipConfig(**(sizes | kw))
+
+
 def test_clip_one_caption_per_image_and_resume(tiny_clip, tmp_path):
     _, processor, _ = tiny_clip
     rng = np.random.default_rng(3)
     images = [_square_image(c, rng) for c in COLOURS]
     captions = [f"a {c} square" for c in COLOURS]
-    config = TinyClipConfig(
-        text_hidden_size=16,
-        text_num_layers=1,
-        text_num_heads=2,
-        text_intermediate_size=16,
-        vision_hidden_size=16,
-        vision_num_layers=1,
-        vision_num_heads=2,
-        vision_intermediate_size=16,
-        patch_size=32,
-        projection_dim=8,
-        all_captions=False,
-        augment_shift_px=4,
-    )
+    config = _smallest_clip(all_captions=False, augment_shift_px=4)
     train_cfg = TrainConfig(batch_size=4, warmup_steps=1, max_epochs=2, log_every_steps=1)
     args = (images, captions, list(COLOURS), processor, config)
     result = train_clip(*args, train_cfg, tmp_path / "a", progress=False)
@@ -223,6 +226,65 @@ def test_clip_save_from_pretrained_round_trip(tiny_clip, tmp_path):
         rtol=0,
         atol=1e-5,
     )
+
+
+def test_attribute_labels_hand_values():
+    classes = {"color": ["blue", "red"], "position": ["left", "right"]}
+    rows = [{"color": "red", "position": "left"}, {"color": "blue"}, {"color": "green"}]
+    labels = attribute_labels(rows, classes)
+    assert labels.tolist() == [[1, 0], [0, IGNORE_LABEL], [IGNORE_LABEL, IGNORE_LABEL]]
+
+
+def test_clip_attribute_loss_is_clip_loss_plus_the_heads_cross_entropy(tiny_clip):
+    """Heads that output 0 for every class have cross-entropy ln(classes) on each labelled
+    row: text heads (colour only; no caption states a position) ln 2, image heads the mean
+    of ln 2 and ln 3, so the loss is CLIP's + weight * (ln 2 + (ln 2 + ln 3) / 2)."""
+    model, processor, _ = tiny_clip
+    wrapped = ClipWithAttributeHeads(
+        model, {"color": ["blue", "red"], "position": ["left", "right", "center"]}
+    )
+    for head in [*wrapped.text_heads.values(), *wrapped.image_heads.values()]:
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    rng = np.random.default_rng(5)
+    pixels = processor.image_processor(
+        images=[_square_image(c, rng) for c in ("red", "blue")], return_tensors="pt"
+    )["pixel_values"]
+    ids = processor.tokenizer(
+        ["a red square", "the square is red", "a blue square"],
+        padding="max_length",
+        return_tensors="pt",
+    )["input_ids"]
+    batch = {
+        "pixel_values": pixels,
+        "input_ids": ids,
+        "text_image": torch.tensor([0, 0, 1]),
+        "text_labels": torch.tensor([[1, IGNORE_LABEL], [1, IGNORE_LABEL], [0, IGNORE_LABEL]]),
+        "image_labels": torch.tensor([[1, 0], [0, 2]]),
+    }
+    with torch.no_grad():
+        plain = clip_loss(model, batch).item()
+        with_heads = clip_attribute_loss(wrapped, batch, weight=0.5).item()
+    expected = plain + 0.5 * (np.log(2) + (np.log(2) + np.log(3)) / 2)
+    assert with_heads == pytest.approx(expected, rel=1e-5)
+
+
+def test_clip_with_attribute_heads_trains_and_returns_a_plain_clip(tiny_clip, tmp_path):
+    _, processor, _ = tiny_clip
+    rng = np.random.default_rng(4)
+    images = [_square_image(c, rng) for c in COLOURS]
+    captions = [f"a {c} square" for c in COLOURS]
+    attributes = [{"color": c, "shape": "square"} for c in COLOURS]
+    config = _smallest_clip(attribute_loss_weight=1.0)
+    train_cfg = TrainConfig(batch_size=4, warmup_steps=1, max_epochs=3, log_every_steps=1)
+    args = (images, captions, list(COLOURS), processor, config, train_cfg)
+    with pytest.raises(ValueError, match="needs attributes"):
+        train_clip(*args, progress=False)
+    result = train_clip(*args, attributes=attributes, stated=[{"color"}] * 4, progress=False)
+    assert type(result.model) is CLIPModel and not result.model.training
+    assert not any("head" in k for k in result.model.state_dict())
+    result.model.save_pretrained(tmp_path)
+    _assert_same_weights(result.model, CLIPModel.from_pretrained(tmp_path))
 
 
 # --------------------------------------------------------------------------- CTC processor

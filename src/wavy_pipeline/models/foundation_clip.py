@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from wavy_pipeline.models.train import Batch, TrainConfig, TrainResult, fit_stand_in
@@ -63,6 +64,13 @@ class TinyClipConfig:
     # translation of the images (no flips: captions say left/right)
     all_captions: bool = True
     augment_shift_px: int = 2
+    # Weight of the attribute heads' loss (:class:`ClipWithAttributeHeads`): linear heads on
+    # the pooled text and image embeddings classify each attribute a caption states (its
+    # colour, shape, size, position) and each attribute the image has. Contrastive training
+    # alone leaves position out of the text tower (the last-layer states of "left" and
+    # "right" have cosine 0.98, a linear probe reads position at chance), and Stable
+    # Diffusion's UNet can only draw what its text states tell apart. 0: plain CLIP.
+    attribute_loss_weight: float = 0.0
 
     def to_hf(self, tokenizer: CLIPTokenizer) -> CLIPConfig:
         """``CLIPConfig`` with vocabulary size and special ids taken from ``tokenizer``."""
@@ -221,7 +229,8 @@ def clip_collate(
     """``fit``'s ``collate``: items ``{"pixels": (3, H, W), "input_ids": (n_captions, T)}``,
     one per distinct image -> the images, randomly shifted by up to ``shift_px``, and every
     caption of each (``all_captions``) or one drawn with ``generator``; ``text_image`` is
-    the batch row of each caption's image."""
+    the batch row of each caption's image. Items with ``text_labels`` (n_captions, A) and
+    ``image_labels`` (A,) (:func:`attribute_labels`) pass them on, row for row."""
     pixels = _random_shift(torch.stack([item["pixels"] for item in items]), shift_px, generator)
     if all_captions:
         ids = [item["input_ids"] for item in items]
@@ -231,7 +240,14 @@ def clip_collate(
         ]
         ids = [item["input_ids"][p : p + 1] for item, p in zip(items, picks, strict=True)]
     text_image = torch.cat([torch.full((len(x),), row) for row, x in enumerate(ids)])
-    return {"pixel_values": pixels, "input_ids": torch.cat(ids), "text_image": text_image}
+    batch = {"pixel_values": pixels, "input_ids": torch.cat(ids), "text_image": text_image}
+    if "text_labels" in items[0]:
+        labels = [item["text_labels"] for item in items]
+        if not all_captions:
+            labels = [lab[p : p + 1] for lab, p in zip(labels, picks, strict=True)]
+        batch["text_labels"] = torch.cat(labels)
+        batch["image_labels"] = torch.stack([item["image_labels"] for item in items])
+    return batch
 
 
 def clip_loss(model: CLIPModel, batch: Batch) -> torch.Tensor:
@@ -242,8 +258,12 @@ def clip_loss(model: CLIPModel, batch: Batch) -> torch.Tensor:
     data-parallel training the negatives are each process's slice of the batch: caption
     counts differ between images, so the slices cannot be gathered row for row.)
     """
+    logits = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"])
+    return _contrastive(logits.logits_per_text.float(), batch)
+
+
+def _contrastive(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     ids = batch["input_ids"]
-    logits = model(input_ids=ids, pixel_values=batch["pixel_values"]).logits_per_text.float()
     own = F.one_hot(batch["text_image"], logits.shape[1]).float()  # (texts, images)
     same_text = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
     positive = ((same_text @ own) > 0).float()
@@ -253,10 +273,72 @@ def clip_loss(model: CLIPModel, batch: Batch) -> torch.Tensor:
     )
 
 
-def clamp_logit_scale(model: CLIPModel) -> None:
+def clamp_logit_scale(model: CLIPModel | ClipWithAttributeHeads) -> None:
     """``fit``'s ``after_step``: as in CLIP, the temperature is capped at 100."""
+    model = getattr(model, "clip", model)
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
+
+
+# --------------------------------------------------------------------------- attribute heads
+IGNORE_LABEL = -100  # F.cross_entropy's ignore_index: the caption does not state it
+
+
+class ClipWithAttributeHeads(nn.Module):
+    """A ``CLIPModel`` and, per attribute, a linear head on its pooled text embedding and one
+    on its pooled image embedding (training only: :func:`train_clip` returns ``.clip``).
+
+    The heads read ``CLIPModel``'s ``text_model_output.pooler_output`` and
+    ``vision_model_output.pooler_output``: in transformers 5 the projections of the EOS and
+    CLS states, before normalisation. The EOS state is one of the states Stable Diffusion's
+    UNet cross-attends to, so what the text heads learn to read is there for the UNet too.
+    ``classes[attribute]`` lists the values; labels index it.
+    """
+
+    def __init__(self, clip: CLIPModel, classes: Mapping[str, Sequence[str]]):
+        super().__init__()
+        self.clip = clip
+        self.classes = {a: list(v) for a, v in classes.items()}
+        size = clip.config.projection_dim
+        self.text_heads = nn.ModuleDict(
+            {a: nn.Linear(size, len(v)) for a, v in self.classes.items()}
+        )
+        self.image_heads = nn.ModuleDict(
+            {a: nn.Linear(size, len(v)) for a, v in self.classes.items()}
+        )
+
+
+def attribute_labels(
+    attributes: Sequence[Mapping[str, str | None]], classes: Mapping[str, Sequence[str]]
+) -> torch.Tensor:
+    """``(len(attributes), len(classes))`` class indices; :data:`IGNORE_LABEL` where a row
+    has no value (or one outside ``classes``) for an attribute."""
+    index = {a: {v: i for i, v in enumerate(values)} for a, values in classes.items()}
+    return torch.tensor(
+        [[index[a].get(row.get(a), IGNORE_LABEL) for a in classes] for row in attributes],
+        dtype=torch.long,
+    ).reshape(len(attributes), len(classes))
+
+
+def _heads_loss(heads: nn.ModuleDict, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over attributes of the cross-entropy of each head, over the rows labelled."""
+    losses = []
+    for column, head in enumerate(heads.values()):
+        target = labels[:, column]
+        if (target != IGNORE_LABEL).any():
+            losses.append(F.cross_entropy(head(pooled).float(), target, ignore_index=IGNORE_LABEL))
+    return torch.stack(losses).mean() if losses else pooled.sum() * 0.0
+
+
+def clip_attribute_loss(model: ClipWithAttributeHeads, batch: Batch, weight: float) -> torch.Tensor:
+    """``fit``'s loss with heads: :func:`clip_loss` + ``weight`` × the heads' mean
+    cross-entropy on the captions' stated attributes (``batch["text_labels"]``) and the
+    images' attributes (``batch["image_labels"]``)."""
+    out = model.clip(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"])
+    heads = _heads_loss(
+        model.text_heads, out.text_model_output.pooler_output, batch["text_labels"]
+    ) + _heads_loss(model.image_heads, out.vision_model_output.pooler_output, batch["image_labels"])
+    return _contrastive(out.logits_per_text.float(), batch) + weight * heads
 
 
 def train_clip(
@@ -268,6 +350,8 @@ def train_clip(
     train: TrainConfig,
     checkpoint_dir: str | os.PathLike | None = None,
     *,
+    attributes: Sequence[Mapping[str, str | None]] | None = None,
+    stated: Sequence[Collection[str]] | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Contrastive training of a CLIPModel from scratch on (image, caption) pairs, through
@@ -277,10 +361,23 @@ def train_clip(
     same id share one image (its first occurrence is used). An epoch is every distinct image
     once; each batch holds distinct images with all their captions
     (``config.all_captions``) or one random caption each (:func:`clip_collate`,
-    :func:`clip_loss`). Returns ``fit``'s result, the model in eval mode.
+    :func:`clip_loss`).
+
+    With ``config.attribute_loss_weight`` > 0, ``attributes`` (parallel: the pair's image's
+    ``{attribute: value}``) trains :class:`ClipWithAttributeHeads` as well: the image heads
+    on every attribute of the image, the text heads on those the caption states
+    (``stated``, parallel; None: all). Returns ``fit``'s result, its model the CLIPModel
+    (without heads) in eval mode.
     """
     if not len(images) == len(captions) == len(image_ids):
         raise ValueError("images, captions and image_ids must be parallel sequences")
+    heads = config.attribute_loss_weight > 0
+    if heads and (attributes is None or len(attributes) != len(captions)):
+        raise ValueError(
+            "attribute_loss_weight > 0 needs attributes: one {attribute: value} per caption"
+        )
+    if stated is not None and len(stated) != len(captions):
+        raise ValueError("stated must be parallel to captions")
     set_seed(train.seed)
     model = CLIPModel(config.to_hf(processor.tokenizer))
 
@@ -300,12 +397,31 @@ def train_clip(
         {"pixels": pixels[i], "input_ids": token_ids[rows_of[iid]]}
         for i, iid in enumerate(unique_ids)
     ]
-    return fit_stand_in(
+    loss_fn, data = clip_loss, [pixels, token_ids]
+    if heads:
+        names = sorted({a for row in attributes for a, v in row.items() if isinstance(v, str)})
+        classes = {
+            a: sorted({row[a] for row in attributes if isinstance(row.get(a), str)}) for a in names
+        }
+        said = [
+            {a: v for a, v in row.items() if stated is None or a in stated[i]}
+            for i, row in enumerate(attributes)
+        ]
+        text_labels = attribute_labels(said, classes)
+        image_labels = attribute_labels(attributes, classes)
+        for i, iid in enumerate(unique_ids):
+            items[i]["text_labels"] = text_labels[rows_of[iid]]
+            items[i]["image_labels"] = image_labels[first_row[iid]]
+        model = ClipWithAttributeHeads(model, classes)
+        weight = config.attribute_loss_weight
+        loss_fn = lambda m, b: clip_attribute_loss(m, b, weight)  # noqa: E731
+        data += [text_labels, image_labels]
+    result = fit_stand_in(
         model,
-        clip_loss,
+        loss_fn,
         items,
         config,
-        (pixels, token_ids),
+        data,
         train,
         checkpoint_dir,
         progress,
@@ -314,13 +430,20 @@ def train_clip(
         ),
         after_step=clamp_logit_scale,
     )
+    if heads:
+        result = replace(result, model=result.model.clip.eval())
+    return result
 
 
 __all__ = [
+    "IGNORE_LABEL",
+    "ClipWithAttributeHeads",
     "TinyClipConfig",
+    "attribute_labels",
     "build_clip_image_processor",
     "build_clip_processor",
     "build_clip_tokenizer",
+    "clip_attribute_loss",
     "clip_collate",
     "clip_loss",
     "train_clip",
