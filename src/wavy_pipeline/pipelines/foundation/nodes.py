@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 from PIL import ImageOps
 
 from wavy_pipeline.core.hubert_inputs import HubertInputs
-from wavy_pipeline.data.corpus import STATED_ATTRIBUTES, stated_attributes
+from wavy_pipeline.data.corpus import STATED_ATTRIBUTES, attribute_captions, stated_attributes
 from wavy_pipeline.data.images import MIRROR_WORDS
 from wavy_pipeline.evaluation.scoring import stated_accuracy
 from wavy_pipeline.generation.generate import text_images, utterance_seed
@@ -32,6 +33,7 @@ from wavy_pipeline.models.foundation import (
 )
 from wavy_pipeline.models.foundation_diffusion import (
     TinyDiffusionConfig,
+    finetune_config,
     reconstruct,
     text_encoder_from_clip,
     train_stand_in,
@@ -149,22 +151,39 @@ def train_clip_model(
     image_files: Mapping[str, Callable],
     seed: int,
     params: dict[str, Any],
+    evaluation: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Any, Any], pd.DataFrame]:
     """Contrastively train the CLIP stand-in on train-split image–caption pairs, with a
-    tokenizer whose vocabulary is the corpus's words; resumes from ``params.checkpoint_dir``."""
+    tokenizer whose vocabulary is the corpus's words; resumes from ``params.checkpoint_dir``.
+
+    With ``params.model.attribute_loss_weight`` its attribute heads learn each image's
+    ``attr_*`` values and, from the text, the ones its caption states (``stated_attributes``
+    with ``evaluation.attribute_vocabulary``)."""
     train = _split(utterances, "train")
     images = _images(train, image_files)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(train["caption"].tolist(), folder)
         processor = build_clip_processor(folder, params["image_size"], tokenizer)
+    columns = [f"attr_{a}" for a in STATED_ATTRIBUTES if f"attr_{a}" in train]
+    attributes = [
+        {c.removeprefix("attr_"): v for c, v in row.items() if isinstance(v, str)}
+        for row in train[columns].to_dict("records")
+    ]
+    said = stated_attributes(train, (evaluation or {}).get("attribute_vocabulary"))
+    config = TinyClipConfig(image_size=params["image_size"], **params["model"])
+    if config.attribute_loss_weight and not columns:
+        logger.warning("CLIP stand-in: the corpus has no attributes.csv, so no attribute heads")
+        config = replace(config, attribute_loss_weight=0.0)
     result = train_clip(
         [images[i] for i in train["image_id"]],
         train["caption"].tolist(),
         train["image_id"].tolist(),
         processor,
-        TinyClipConfig(image_size=params["image_size"], **params["model"]),
+        config,
         TrainConfig(seed=seed, **params["train"]),
         params["checkpoint_dir"],
+        attributes=attributes if columns else None,
+        stated=[{a for a in said if row[a]} for _, row in said.iterrows()],
     )
     return (result.model.cpu(), processor), pd.DataFrame(result.history)
 
@@ -313,6 +332,25 @@ def dev_checks(
     return evaluate_vae, evaluate_pipeline
 
 
+def with_attribute_captions(train: pd.DataFrame, config: Mapping[str, Any] | None) -> pd.Series:
+    """Each train image's captions (``image_id`` -> list), followed by the captions
+    :func:`~wavy_pipeline.data.corpus.attribute_captions` writes from its ``attr_*`` columns
+    with ``config["templates"]`` and ``config["words"]`` (none without ``config`` or
+    attributes). The corpus's captions state position for about one image in eight, too
+    rarely for the UNet to learn to draw it."""
+    captions = train.groupby("image_id", sort=False)["caption"].apply(list)
+    columns = [f"attr_{a}" for a in STATED_ATTRIBUTES]
+    if not config or not config.get("templates") or not set(columns) <= set(train):
+        return captions
+    rows = train.drop_duplicates("image_id").set_index("image_id")[columns]
+    extended = {}
+    for image_id, own in captions.items():
+        attributes = {a: rows.at[image_id, f"attr_{a}"] for a in STATED_ATTRIBUTES}
+        written = attribute_captions(attributes, config["templates"], config.get("words"))
+        extended[image_id] = own + [c for c in written if c not in own]
+    return pd.Series(extended, name="caption")
+
+
 def train_diffusion_model(
     utterances: pd.DataFrame,
     image_files: Mapping[str, Callable],
@@ -323,26 +361,34 @@ def train_diffusion_model(
     generation: dict[str, Any],
     evaluation: dict[str, Any],
 ) -> tuple[Any, pd.DataFrame]:
-    """Train the latent-diffusion stand-in (VAE, then a text-conditioned UNet) on the train
-    split's images and captions; its text encoder is the CLIP stand-in's text tower, as SD
-    v1.4's is CLIP ViT-L/14's. Each stage keeps the weights that do best on the dev split
-    (:func:`dev_checks`); both resume from ``params.checkpoint_dir``."""
+    """Train the latent-diffusion stand-in (VAE, then a text-conditioned UNet, then with
+    ``params.finetune_model`` the UNet fine-tuned under that schedule, ``unet_finetune``)
+    on the train split's images, their captions and the captions
+    ``params.attribute_captions`` writes from each image's attributes
+    (:func:`with_attribute_captions`). Its text encoder is the CLIP stand-in's text tower,
+    as SD v1.4's is CLIP ViT-L/14's. Each stage keeps the weights that do best on the dev
+    split (:func:`dev_checks`), and resumes from ``params.checkpoint_dir``."""
     train = _split(utterances, "train")
     images = _images(train, image_files)
-    captions = train.groupby("image_id")["caption"].apply(list)
+    captions = with_attribute_captions(train, params.get("attribute_captions"))
     text_encoder = text_encoder_from_clip(clip_model)
     evaluate_vae, evaluate_pipeline = dev_checks(
         utterances, image_files, seed, generation, evaluation
     )
+    config = TinyDiffusionConfig(
+        cross_attention_dim=text_encoder.config.hidden_size, **params["model"]
+    )
+    tuned = finetune_config(config, params.get("finetune_model"))
     pipe, histories = train_stand_in(
         list(images.values()),
         [captions[i] for i in images],
         text_encoder,
         clip_processor.tokenizer,
-        TinyDiffusionConfig(cross_attention_dim=text_encoder.config.hidden_size, **params["model"]),
+        config,
         TrainConfig(seed=seed, **params["vae_train"]),
         TrainConfig(seed=seed, **params["unet_train"]),
         params["checkpoint_dir"],
+        finetune=(tuned, TrainConfig(seed=seed, **params["unet_finetune"])) if tuned else None,
         evaluate_vae=evaluate_vae,
         evaluate_pipeline=evaluate_pipeline,
     )

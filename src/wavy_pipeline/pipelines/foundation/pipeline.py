@@ -73,6 +73,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "raw_image_files",
                         "params:seed",
                         "params:foundation.clip",
+                        "params:evaluation",
                     ],
                     outputs=["clip@trained", "clip_history"],
                     name="train_clip",
