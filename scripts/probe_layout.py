@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
+from wavy_pipeline.models import coord_unet  # noqa: F401 - loads the stand-in's CoordUNet
 from wavy_pipeline.models.clip_encoding import encode_prompts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,6 +58,10 @@ class PretrainedDataset(AtomicVersionedDataset[Any, Any]):
 
     def _read(self, path: Path | str) -> Any:
         cls = import_class(self._class_name)
+        if self._class_name.startswith("diffusers."):
+            # the demo's diffusion stand-in names its UNet class in model_index.json, and
+            # diffusers only loads classes from modules already imported
+            importlib.import_module("wavy_pipeline.models.coord_unet")
         try:
             return cls.from_pretrained(str(path), **self._load_args)
         except OSError as exc:
