@@ -27,7 +27,10 @@ import torch
 
 from wavy_pipeline.core.arrays import ArrayStore
 from wavy_pipeline.distributed import map_batches
-from wavy_pipeline.models import coord_unet  # noqa: F401 - StableDiffusionPipeline.from_pretrained of the stand-in needs CoordUNet imported
+
+# imported for its side effect: diffusers loads the stand-in's CoordUNet (named in its
+# model_index.json) only from a module already imported
+from wavy_pipeline.models import coord_unet  # noqa: F401
 from wavy_pipeline.models.device import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)

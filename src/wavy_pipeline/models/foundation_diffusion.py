@@ -23,10 +23,11 @@ Deviations from SD v1.4, all chosen so that ~10 CPU-minutes of training give usa
 mid-blocks (keeps colour codes local in the latents); no attention at the UNet's 16x16
 level; attention-pooled text states also added to the UNet's timestep embedding
 (``addition_embed_type="text"``); Min-SNR weighting in training. The demo's recipe
-(``conf/base/parameters_foundation.yml``) also takes SD 2.x's v-prediction on a
-zero-terminal-SNR schedule (Lin et al. 2024), draws extra high-noise timesteps and adds
-coordinate channels (:class:`~wavy_pipeline.models.coord_unet.CoordUNet`), so that the UNet
-draws *where* a caption says; the config's defaults are SD v1.4's epsilon prediction. The
+(``conf/base/parameters_foundation.yml``) adds coordinate channels
+(:class:`~wavy_pipeline.models.coord_unet.CoordUNet`) and fine-tunes the epsilon UNet to
+SD 2.x's v-prediction on a zero-terminal-SNR schedule with extra high-noise timesteps
+(Lin et al. 2024; ``train_stand_in(finetune=...)``), so that the UNet draws *where* a
+caption says; the config's defaults are SD v1.4's epsilon prediction. The
 pipeline class, its inputs and the folder layout are SD's. Guidance ~5 works better than
 SD's default 7.5 for this small model.
 
