@@ -13,6 +13,7 @@ beside its model config. Pure library code.
 
 from wavy_pipeline.models.foundation_clip import (
     TinyClipConfig,
+    build_clip_bpe_tokenizer,
     build_clip_image_processor,
     build_clip_processor,
     build_clip_tokenizer,
@@ -33,6 +34,7 @@ __all__ = [
     "TinyHubertConfig",
     "build_clip_image_processor",
     "build_clip_processor",
+    "build_clip_bpe_tokenizer",
     "build_clip_tokenizer",
     "build_ctc_processor",
     "ctc_greedy_decode",

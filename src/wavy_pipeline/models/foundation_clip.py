@@ -3,8 +3,10 @@
 The demo trains a small CLIP on the corpus images/captions and saves it in the hub layout, so the
 rest of the project (and Stable Diffusion style text conditioning: 77 tokens, ``padding="max_length"``)
 loads it with ``from_pretrained(dir)`` like the real checkpoint. The tokenizer is a genuine CLIP
-byte-level BPE (vocab.json + merges.txt) whose merges make every corpus word a single token,
-learnt with ``tokenizers``' ``BpeTrainer``. Training goes through the project's one loop
+byte-level BPE (vocab.json + merges.txt): OpenAI CLIP's own 49,408-token vocabulary, built from
+the merge list shipped in ``assets/clip_bpe`` (:func:`build_clip_bpe_tokenizer`, what the demo
+trains with), or one whose merges make every corpus word a single token, learnt with
+``tokenizers``' ``BpeTrainer`` (:func:`build_clip_tokenizer`, small, for tests). Training goes through the project's one loop
 (:func:`wavy_pipeline.models.train.fit`); this file holds what is CLIP's own: the config, the
 batch of distinct images with their captions (:func:`clip_collate`) and the contrastive step
 (:func:`clip_loss`).
@@ -12,6 +14,7 @@ batch of distinct images with their captions (:func:`clip_collate`) and the cont
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -40,6 +43,12 @@ WORD_END = "</w>"  # CLIP's end-of-word suffix on a word's last BPE symbol
 MAX_TEXT_TOKENS = 77  # Stable Diffusion's text encoder context
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# OpenAI CLIP's merge list (assets/clip_bpe/README.md) and how many of its merges CLIP uses:
+# 49,408 tokens = 512 byte symbols + 48,894 merges + BOS + EOS (open_clip's SimpleTokenizer).
+CLIP_BPE_MERGES = (
+    Path(__file__).resolve().parents[1] / "assets/clip_bpe/bpe_simple_vocab_16e6.txt.gz"
+)
+CLIP_BPE_NUM_MERGES = 49152 - 256 - 2
 
 
 # --------------------------------------------------------------------------- configs
@@ -71,6 +80,14 @@ class TinyClipConfig:
     # "right" have cosine 0.98, a linear probe reads position at chance), and Stable
     # Diffusion's UNet can only draw what its text states tell apart. 0: plain CLIP.
     attribute_loss_weight: float = 0.0
+    # Text augmentation (:func:`insert_random_tokens`): with this probability a caption gets
+    # 1..insert_tokens_max tokens of the vocabulary (never BOS/EOS, never an attribute word
+    # train_clip is told to protect) inserted at random places, afresh each batch. A person
+    # says "um", "draw me", "please", words no caption of the corpus has; a tower trained only
+    # on the corpus's grammar reads such a word as part of the colour (held-out text-made
+    # colour 0.27 for requests, README "Held-out corpus"). 0: off.
+    insert_token_prob: float = 0.0
+    insert_tokens_max: int = 3
 
     def to_hf(self, tokenizer: CLIPTokenizer) -> CLIPConfig:
         """``CLIPConfig`` with vocabulary size and special ids taken from ``tokenizer``."""
@@ -149,14 +166,46 @@ def build_clip_tokenizer(captions: Sequence[str], out_dir: str | Path) -> CLIPTo
         if a + b not in seen:
             vocab_tokens.append(a + b)
             seen.add(a + b)
-    vocab_tokens += [BOS_TOKEN, EOS_TOKEN]
-    vocab = {tok: i for i, tok in enumerate(vocab_tokens)}
+    return _write_clip_tokenizer(out, vocab_tokens, merges)
+
+
+def build_clip_bpe_tokenizer(
+    out_dir: str | Path, merges_file: str | Path = CLIP_BPE_MERGES
+) -> CLIPTokenizer:
+    """OpenAI CLIP's tokenizer (49,408 tokens), from the merge list ``merges_file`` (gzipped,
+    open_clip's ``bpe_simple_vocab_16e6.txt.gz``, shipped in ``assets/clip_bpe``): the same
+    vocab.json/merges.txt as ``openai/clip-vit-large-patch14``'s, so any English word is split
+    into the pieces the real text encoder sees, not into bytes. Written to ``out_dir`` in the
+    layout of :func:`build_clip_tokenizer`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        lines = gzip.decompress(Path(merges_file).read_bytes()).decode("utf-8").split("\n")
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"cannot read the CLIP BPE merge list {merges_file}: {exc}") from exc
+    merges = [tuple(line.split()) for line in lines[1 : CLIP_BPE_NUM_MERGES + 1]]
+    if len(merges) != CLIP_BPE_NUM_MERGES or any(len(m) != 2 for m in merges):
+        raise ValueError(
+            f"{merges_file} is not CLIP's merge list: expected {CLIP_BPE_NUM_MERGES} pairs "
+            f"after its header line, found {len(merges)}"
+        )
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())  # GPT-2/CLIP byte table order
+    vocab_tokens = [*byte_chars, *(c + WORD_END for c in byte_chars), *("".join(m) for m in merges)]
+    return _write_clip_tokenizer(out, vocab_tokens, merges)
+
+
+def _write_clip_tokenizer(
+    out: Path, vocab_tokens: list[str], merges: Sequence[tuple[str, str]]
+) -> CLIPTokenizer:
+    """vocab.json (``vocab_tokens`` + BOS + EOS) and merges.txt in the OpenAI layout, the
+    tokenizer files beside them; the tokenizer reloaded from ``out``."""
+    vocab = {tok: i for i, tok in enumerate([*vocab_tokens, BOS_TOKEN, EOS_TOKEN])}
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text(
         "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
     )
     tokenizer = CLIPTokenizer(
-        vocab=vocab, merges=merges, model_max_length=MAX_TEXT_TOKENS, errors="replace"
+        vocab=vocab, merges=list(merges), model_max_length=MAX_TEXT_TOKENS, errors="replace"
     )
     tokenizer.save_pretrained(str(out))
     return CLIPTokenizer.from_pretrained(str(out))
@@ -220,17 +269,65 @@ def _random_shift(pixels: torch.Tensor, max_shift: int, gen: torch.Generator) ->
     )
 
 
+def insert_random_tokens(
+    input_ids: torch.Tensor,
+    candidates: torch.Tensor,
+    eos_token_id: int,
+    prob: float,
+    max_tokens: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Text augmentation: each row of ``input_ids`` (N, T), BOS first, with probability
+    ``prob`` gets 1..``max_tokens`` ids drawn uniformly from ``candidates`` inserted at
+    uniformly drawn places between BOS and its first ``eos_token_id``; the caption's own
+    tokens keep their order. Rows keep their width T: what follows the EOS is padding (its
+    last id), and a row gets only as many new tokens as it has padding for. Returns a new
+    tensor; ``input_ids`` is not changed."""
+    out = input_ids.clone()
+    if prob <= 0 or max_tokens <= 0 or not len(candidates):
+        return out
+    width = input_ids.shape[1]
+    hits = (torch.rand(len(input_ids), generator=generator) < prob).nonzero().flatten()
+    for r in hits.tolist():
+        row = input_ids[r]
+        eos = int((row == eos_token_id).int().argmax())
+        k = min(int(torch.randint(1, max_tokens + 1, (), generator=generator)), width - 1 - eos)
+        if k <= 0:
+            continue
+        body = row[1:eos].tolist()
+        for token in candidates[torch.randint(len(candidates), (k,), generator=generator)]:
+            body.insert(int(torch.randint(len(body) + 1, (), generator=generator)), int(token))
+        out[r, 1 : 1 + len(body)] = torch.tensor(body, dtype=out.dtype)
+        out[r, 1 + len(body)] = eos_token_id
+        out[r, 2 + len(body) :] = row[-1]
+    return out
+
+
+def noise_candidates(tokenizer: CLIPTokenizer, protected_words: Collection[str]) -> torch.Tensor:
+    """The token ids :func:`insert_random_tokens` may insert: the whole vocabulary but BOS,
+    EOS and the word tokens (``word</w>``) of ``protected_words``, sorted."""
+    vocab = tokenizer.get_vocab()
+    keep = torch.ones(len(tokenizer), dtype=torch.bool)
+    for token in (BOS_TOKEN, EOS_TOKEN, *(w.lower() + WORD_END for w in protected_words)):
+        if token in vocab:
+            keep[vocab[token]] = False
+    return keep.nonzero().flatten()
+
+
 def clip_collate(
     items: list[dict[str, torch.Tensor]],
     generator: torch.Generator,
     all_captions: bool = True,
     shift_px: int = 0,
+    text_noise: tuple[torch.Tensor, int, float, int] | None = None,
 ) -> Batch:
     """``fit``'s ``collate``: items ``{"pixels": (3, H, W), "input_ids": (n_captions, T)}``,
     one per distinct image -> the images, randomly shifted by up to ``shift_px``, and every
     caption of each (``all_captions``) or one drawn with ``generator``; ``text_image`` is
     the batch row of each caption's image. Items with ``text_labels`` (n_captions, A) and
-    ``image_labels`` (A,) (:func:`attribute_labels`) pass them on, row for row."""
+    ``image_labels`` (A,) (:func:`attribute_labels`) pass them on, row for row.
+    ``text_noise`` = (candidates, eos id, probability, max tokens) applies
+    :func:`insert_random_tokens` to the batch's captions."""
     pixels = _random_shift(torch.stack([item["pixels"] for item in items]), shift_px, generator)
     if all_captions:
         ids = [item["input_ids"] for item in items]
@@ -240,7 +337,10 @@ def clip_collate(
         ]
         ids = [item["input_ids"][p : p + 1] for item, p in zip(items, picks, strict=True)]
     text_image = torch.cat([torch.full((len(x),), row) for row, x in enumerate(ids)])
-    batch = {"pixel_values": pixels, "input_ids": torch.cat(ids), "text_image": text_image}
+    input_ids = torch.cat(ids)
+    if text_noise is not None:
+        input_ids = insert_random_tokens(input_ids, *text_noise, generator=generator)
+    batch = {"pixel_values": pixels, "input_ids": input_ids, "text_image": text_image}
     if "text_labels" in items[0]:
         labels = [item["text_labels"] for item in items]
         if not all_captions:
@@ -352,6 +452,7 @@ def train_clip(
     *,
     attributes: Sequence[Mapping[str, str | None]] | None = None,
     stated: Sequence[Collection[str]] | None = None,
+    protected_words: Collection[str] = (),
     progress: bool = True,
 ) -> TrainResult:
     """Contrastive training of a CLIPModel from scratch on (image, caption) pairs, through
@@ -366,8 +467,10 @@ def train_clip(
     With ``config.attribute_loss_weight`` > 0, ``attributes`` (parallel: the pair's image's
     ``{attribute: value}``) trains :class:`ClipWithAttributeHeads` as well: the image heads
     on every attribute of the image, the text heads on those the caption states
-    (``stated``, parallel; None: all). Returns ``fit``'s result, its model the CLIPModel
-    (without heads) in eval mode.
+    (``stated``, parallel; None: all). ``config.insert_token_prob`` inserts random tokens
+    into the captions (:func:`insert_random_tokens`), never a word of ``protected_words``
+    (the attribute words: a caption must keep meaning what its labels say). Returns
+    ``fit``'s result, its model the CLIPModel (without heads) in eval mode.
     """
     if not len(images) == len(captions) == len(image_ids):
         raise ValueError("images, captions and image_ids must be parallel sequences")
@@ -389,7 +492,14 @@ def train_clip(
     # pooled output, so training on the shortest padding that covers every caption gives the
     # same gradients as 77 tokens, at a fraction of the cost.
     eos = token_ids == processor.tokenizer.eos_token_id
-    token_ids = token_ids[:, : int(eos.int().argmax(-1).max()) + 1]
+    # (+ room for the tokens insert_random_tokens adds)
+    room = config.insert_tokens_max if config.insert_token_prob > 0 else 0
+    token_ids = token_ids[:, : min(int(eos.int().argmax(-1).max()) + 1 + room, MAX_TEXT_TOKENS)]
+    text_noise = None
+    if room:
+        candidates = noise_candidates(processor.tokenizer, protected_words)
+        eos_id = processor.tokenizer.eos_token_id
+        text_noise = (candidates, eos_id, config.insert_token_prob, room)
     rows_of: dict[Hashable, list[int]] = {iid: [] for iid in unique_ids}
     for row, iid in enumerate(image_ids):
         rows_of[iid].append(row)
@@ -426,7 +536,7 @@ def train_clip(
         checkpoint_dir,
         progress,
         collate=lambda batch, generator: clip_collate(
-            batch, generator, config.all_captions, config.augment_shift_px
+            batch, generator, config.all_captions, config.augment_shift_px, text_noise
         ),
         after_step=clamp_logit_scale,
     )
@@ -440,11 +550,14 @@ __all__ = [
     "ClipWithAttributeHeads",
     "TinyClipConfig",
     "attribute_labels",
+    "build_clip_bpe_tokenizer",
     "build_clip_image_processor",
     "build_clip_processor",
     "build_clip_tokenizer",
     "clip_attribute_loss",
     "clip_collate",
     "clip_loss",
+    "insert_random_tokens",
+    "noise_candidates",
     "train_clip",
 ]
