@@ -187,3 +187,33 @@ def test_without_mbrola_every_database_is_reported_missing_and_espeak_speaks_all
     rows = fc.make_images(10, random.Random(0))
     utts = fc.make_utterances(rows, 3, [fc.Speaker("espeak-ng", "en-us")], 30, random.Random(0))
     assert {u["speaker"].engine for u in utts} == {"espeak-ng"}
+
+
+def test_the_diffusion_stand_in_captions_never_say_what_the_heldout_corpus_says():
+    """The captions `foundation.diffusion.attribute_captions` writes (every template with
+    every listed word) are no held-out phrasing, and use no held-out size word."""
+    from kedro.config import OmegaConfigLoader
+
+    from wavy_pipeline.data.corpus import attribute_captions
+
+    params = OmegaConfigLoader(
+        str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local"
+    )["parameters"]
+    config = params["foundation"]["diffusion"]["attribute_captions"]
+    words = config["words"]
+    heldout_sizes = {w for ws in heldout.SIZE_SYNONYMS.values() for w in ws}
+    assert not heldout_sizes & {w for ws in words["size"].values() for w in ws}
+    written = set()
+    for color in shapes.COLORS:
+        for shape in shapes.SHAPES:
+            for size, size_words in words["size"].items():
+                for position, phrases in words["position"].items():
+                    row = {"color": color, "shape": shape, "size": size, "position": position}
+                    for k in range(max(len(size_words), len(phrases))):  # each word in its turn
+                        turned = {
+                            a: {v: ws[k:] + ws[:k] for v, ws in words[a].items()} for a in words
+                        }
+                        written |= set(attribute_captions(row, config["templates"], turned))
+    assert len(written) > 1000
+    leaks = sorted(c for c in written if fc.heldout_phrasing(c))
+    assert not leaks, leaks[:5]

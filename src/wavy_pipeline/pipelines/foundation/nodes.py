@@ -24,6 +24,7 @@ from wavy_pipeline.models.clip_encoding import encode_clip_images, encode_clip_t
 from wavy_pipeline.models.foundation import (
     TinyClipConfig,
     TinyHubertConfig,
+    build_clip_bpe_tokenizer,
     build_clip_processor,
     build_clip_tokenizer,
     build_ctc_processor,
@@ -152,24 +153,55 @@ def train_clip_model(
     seed: int,
     params: dict[str, Any],
     evaluation: Mapping[str, Any] | None = None,
+    foundation_utterances: pd.DataFrame | None = None,
+    foundation_image_files: Mapping[str, Callable] | None = None,
 ) -> tuple[tuple[Any, Any], pd.DataFrame]:
-    """Contrastively train the CLIP stand-in on train-split image–caption pairs, with a
-    tokenizer whose vocabulary is the corpus's words; resumes from ``params.checkpoint_dir``.
+    """Contrastively train the CLIP stand-in on train-split image–caption pairs; resumes from
+    ``params.checkpoint_dir``.
+
+    With ``params.foundation_corpus`` the foundation corpus's train split (its 1800 images on
+    varied backgrounds, captions in a wider grammar) joins the demo's: trained on the demo's
+    84 light-background images and its caption templates alone, the towers tied colours to
+    the background and words to their places in the template (README "Held-out corpus").
+    ``params.tokenizer`` is ``clip_bpe`` (OpenAI CLIP's vocabulary,
+    :func:`~wavy_pipeline.models.foundation_clip.build_clip_bpe_tokenizer`) or ``corpus``
+    (one token per corpus word; any other word falls apart into bytes).
 
     With ``params.model.attribute_loss_weight`` its attribute heads learn each image's
     ``attr_*`` values and, from the text, the ones its caption states (``stated_attributes``
     with ``evaluation.attribute_vocabulary``)."""
+    if params.get("foundation_corpus") and (
+        foundation_utterances is None or foundation_image_files is None
+    ):
+        raise ValueError(
+            "foundation.clip.foundation_corpus is on but the node got no foundation corpus"
+        )
     train = _split(utterances, "train")
     images = _images(train, image_files)
+    if params.get("foundation_corpus"):
+        extra = _split(foundation_utterances, "train")
+        if clash := set(extra["image_id"]) & set(images):
+            raise ValueError(f"the foundation corpus reuses demo image ids: {sorted(clash)[:5]}")
+        images |= _images(extra, foundation_image_files)
+        train = pd.concat([train, extra], ignore_index=True)
+    vocabulary = (evaluation or {}).get("attribute_vocabulary")
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer = build_clip_tokenizer(train["caption"].tolist(), folder)
+        kind = params.get("tokenizer", "corpus")
+        if kind == "clip_bpe":
+            tokenizer = build_clip_bpe_tokenizer(folder)
+        elif kind == "corpus":
+            tokenizer = build_clip_tokenizer(train["caption"].tolist(), folder)
+        else:
+            raise ValueError(f"foundation.clip.tokenizer must be clip_bpe or corpus, not {kind!r}")
         processor = build_clip_processor(folder, params["image_size"], tokenizer)
     columns = [f"attr_{a}" for a in STATED_ATTRIBUTES if f"attr_{a}" in train]
     attributes = [
         {c.removeprefix("attr_"): v for c, v in row.items() if isinstance(v, str)}
         for row in train[columns].to_dict("records")
     ]
-    said = stated_attributes(train, (evaluation or {}).get("attribute_vocabulary"))
+    said = stated_attributes(train, vocabulary)
+    protected = {w for table in (vocabulary or {}).values() for w in table}
+    protected |= {v for row in attributes for v in row.values()}
     config = TinyClipConfig(image_size=params["image_size"], **params["model"])
     if config.attribute_loss_weight and not columns:
         logger.warning("CLIP stand-in: the corpus has no attributes.csv, so no attribute heads")
@@ -184,6 +216,7 @@ def train_clip_model(
         params["checkpoint_dir"],
         attributes=attributes if columns else None,
         stated=[{a for a in said if row[a]} for _, row in said.iterrows()],
+        protected_words=sorted(protected),
     )
     return (result.model.cpu(), processor), pd.DataFrame(result.history)
 
@@ -351,6 +384,36 @@ def with_attribute_captions(train: pd.DataFrame, config: Mapping[str, Any] | Non
     return pd.Series(extended, name="caption")
 
 
+def vocabulary_words(tokenizer: Any, protected: set[str]) -> list[str]:
+    """The whole words of a CLIP tokenizer's vocabulary (tokens ending in ``</w>``, letters
+    only, at least two of them), sorted, without ``protected`` (the attribute words)."""
+    words = {t.removesuffix("</w>") for t in tokenizer.get_vocab() if t.endswith("</w>")}
+    return sorted(w for w in words if len(w) > 1 and w.isalpha() and w not in protected)
+
+
+def with_inserted_words(
+    captions: pd.Series, words: list[str], per_image: int, max_words: int, seed: int
+) -> pd.Series:
+    """Each image's captions (``image_id`` -> list) followed by ``per_image`` copies of them,
+    drawn in turn, each with 1..``max_words`` words of ``words`` inserted between its words
+    (deterministic for ``seed``): the UNet learns to draw what a caption says when words no
+    caption has ("um", "draw me", "please") sit between the ones it knows, as the CLIP
+    stand-in's text tower learns (``insert_token_prob``)."""
+    if per_image <= 0 or max_words <= 0 or not words:
+        return captions
+    rng = np.random.default_rng(seed)
+    out = {}
+    for image_id, own in captions.items():
+        noisy = []
+        for k in range(per_image):
+            tokens = own[k % len(own)].split()
+            for word in rng.choice(words, int(rng.integers(1, max_words + 1))):
+                tokens.insert(int(rng.integers(0, len(tokens) + 1)), str(word))
+            noisy.append(" ".join(tokens))
+        out[image_id] = own + noisy
+    return pd.Series(out, name=captions.name)
+
+
 def train_diffusion_model(
     utterances: pd.DataFrame,
     image_files: Mapping[str, Callable],
@@ -365,12 +428,23 @@ def train_diffusion_model(
     ``params.finetune_model`` the UNet fine-tuned under that schedule, ``unet_finetune``)
     on the train split's images, their captions and the captions
     ``params.attribute_captions`` writes from each image's attributes
-    (:func:`with_attribute_captions`). Its text encoder is the CLIP stand-in's text tower,
+    (:func:`with_attribute_captions`), and with ``params.inserted_words`` copies of them
+    with random vocabulary words inserted (:func:`with_inserted_words`). Its text encoder is the CLIP stand-in's text tower,
     as SD v1.4's is CLIP ViT-L/14's. Each stage keeps the weights that do best on the dev
     split (:func:`dev_checks`), and resumes from ``params.checkpoint_dir``."""
     train = _split(utterances, "train")
     images = _images(train, image_files)
     captions = with_attribute_captions(train, params.get("attribute_captions"))
+    if noise := params.get("inserted_words"):
+        vocabulary = evaluation.get("attribute_vocabulary") or {}
+        protected = {w for table in vocabulary.values() for w in table}
+        protected |= {
+            v for c in train if c.startswith("attr_") for v in train[c] if isinstance(v, str)
+        }
+        words = vocabulary_words(clip_processor.tokenizer, protected)
+        captions = with_inserted_words(
+            captions, words, noise["per_image"], noise["max_words"], seed
+        )
     text_encoder = text_encoder_from_clip(clip_model)
     evaluate_vae, evaluate_pipeline = dev_checks(
         utterances, image_files, seed, generation, evaluation

@@ -74,6 +74,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "params:seed",
                         "params:foundation.clip",
                         "params:evaluation",
+                        "foundation_corpus.utterances",
+                        "foundation_corpus.raw_image_files",
                     ],
                     outputs=["clip@trained", "clip_history"],
                     name="train_clip",
