@@ -234,8 +234,8 @@ def main() -> None:
                      "pieces per new word": np.mean(pieces) if pieces else 0.0,
                      "e.g.": ", ".join(sorted(set(new))[:6])})  # fmt: skip
     print("## 2. CLIP stand-in text side\n")
-    print("Words of the held-out captions that no demo caption has, and how the stand-in's")
-    print("byte-level BPE (learnt on the demo's words) splits them:\n")
+    print("Words of the held-out captions that no demo caption has, and into how many pieces")
+    print("the stand-in's tokenizer splits them:\n")
     print(markdown(pd.DataFrame(rows).set_index("phrasing")), "\n")
 
     def clip_side(

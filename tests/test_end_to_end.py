@@ -68,6 +68,9 @@ def test_default_run_goes_from_speech_to_images_and_a_report(demo_project):
     # test captions name a position; chance is 0.2)
     assert accuracy["text"]["size"] >= 0.85
     assert accuracy["text"]["position"] >= 0.85
+    # issue 11 on the held-out corpus: other phrasings drawn from text (the CLIP stand-in with
+    # CLIP's own vocabulary, the foundation corpus and inserted words; 0.61 before)
+    assert evaluation["heldout"]["attribute_accuracy"]["text"]["color"] >= 0.9
     for attribute in ("color", "shape"):
         assert accuracy["speech"][attribute] >= 0.8 * accuracy["text"][attribute]
     assert evaluation["clip_score_ratio_speech_to_text"] >= 0.85
