@@ -10,10 +10,12 @@ from wavy_pipeline.data.augment import (
     add_noise,
     apply_gain,
     augment,
+    band_limit,
     impulse_response,
     peaking_biquad,
     random_eq,
     reverb,
+    spectral_tilt,
     speed_perturb,
 )
 
@@ -186,3 +188,48 @@ def test_bad_input_errors():
         add_noise(speech_like(), 10.0, rng, "babble", babble=[])
     with pytest.raises(ValueError, match="wet"):
         reverb(speech_like(), 0.3, 1.2, SR, rng)
+
+
+def _amplitude(wav: np.ndarray, hz: int) -> float:
+    """Amplitude of the ``hz`` component of a 1 s signal (1 Hz FFT bins at SR)."""
+    return float(np.abs(np.fft.rfft(wav.astype(np.float64)))[hz] * 2 / len(wav))
+
+
+def test_spectral_tilt_scales_each_octave_by_its_db_and_keeps_the_rms():
+    t = np.arange(SR) / SR
+    wav = (0.2 * np.sin(2 * np.pi * 1000 * t) + 0.2 * np.sin(2 * np.pi * 2000 * t)).astype(
+        np.float32
+    )
+    out = spectral_tilt(wav, -6.0, SR)  # pivot 1 kHz: 2 kHz loses 6 dB against it
+    ratio = _amplitude(out, 2000) / _amplitude(out, 1000)
+    assert ratio == pytest.approx(10 ** (-6 / 20), rel=1e-3)  # 0.501
+    assert np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(
+        np.sqrt(np.mean(wav.astype(np.float64) ** 2)), rel=1e-4
+    )
+    assert np.array_equal(spectral_tilt(wav, 0.0, SR), wav)
+
+
+def test_band_limit_removes_what_the_lower_rate_cannot_carry():
+    t = np.arange(SR) / SR
+    low, high = np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 6000 * t)
+    out = band_limit((0.3 * (low + high)).astype(np.float32), 8000, SR)  # Nyquist 4 kHz
+    assert len(out) == SR
+    assert _amplitude(out, 1000) == pytest.approx(0.3, rel=0.02)
+    assert _amplitude(out, 6000) < 0.003
+    assert np.array_equal(band_limit(out, SR, SR), out)
+    with pytest.raises(ValueError, match="> 0"):
+        band_limit(out, 0, SR)
+
+
+def test_tilt_and_band_limit_draw_nothing_while_off():
+    """A configuration without them gives the same waveforms and leaves the generator where
+    it was before they existed, so recipes trained before are reproduced."""
+    wav = speech_like()
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    augment(wav, a, AugmentConfig())
+    augment(wav, b, AugmentConfig(p_tilt=0.0, p_band_limit=0.0, tilt_db_per_octave=(-1.0, 1.0)))
+    assert a.random() == b.random()
+    on = augment(wav, np.random.default_rng(3), AugmentConfig(p_tilt=1.0, p_band_limit=1.0))
+    assert np.all(np.isfinite(on)) and np.abs(on).max() <= 0.98
+    with pytest.raises(ValueError, match="band_limit_hz"):
+        AugmentConfig(band_limit_hz=(0.0, 8000.0))

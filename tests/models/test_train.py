@@ -285,3 +285,21 @@ def test_budgets_and_ema_are_validated():
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
     assert TrainConfig(adam_betas=[0.9, 0.98]).adam_betas == (0.9, 0.98)
+
+
+def test_config_identity_leaves_out_settings_added_later_while_at_their_default():
+    """A field marked ``fingerprint: if_set`` joins a checkpoint's fingerprint only once it
+    is set, so checkpoints trained before the field existed still resume."""
+    from dataclasses import asdict
+
+    from wavy_pipeline.data.augment import AugmentConfig
+    from wavy_pipeline.models.foundation_hubert import TinyHubertConfig
+    from wavy_pipeline.models.train import config_identity
+
+    before = asdict(TinyHubertConfig(augment={"p_speed": 1.0}))
+    for name in ("p_tilt", "tilt_db_per_octave", "p_band_limit", "band_limit_hz"):
+        del before["augment"][name]
+    assert config_identity(TinyHubertConfig(augment={"p_speed": 1.0})) == before
+    tilted = config_identity(AugmentConfig(p_tilt=0.5))
+    assert tilted["p_tilt"] == 0.5 and "p_band_limit" not in tilted
+    assert config_identity(3) == 3

@@ -76,3 +76,29 @@ def test_a_foundation_corpus_without_train_speech_is_refused(tmp_path):
     params = {"checkpoint_dir": str(tmp_path), "model": TINY, "train": TRAIN, "finetune": TRAIN}
     with pytest.raises(ValueError, match="make foundation-corpus"):
         train_speech_encoder(*demo, *foundation, 0, params)
+
+
+def test_a_third_stage_continues_from_the_second_with_its_own_augmentation(tmp_path):
+    demo = _corpus("d", ["a red circle", "a blue square", "a red square"], ["train"] * 3, 0)
+    foundation = _corpus("f", ["a violet zigzag", "draw me a big one"], ["train"] * 2, 1)
+    params = {
+        "checkpoint_dir": str(tmp_path),
+        "model": TINY,
+        "train": {**TRAIN, "max_epochs": 1},
+        "finetune": {**TRAIN, "max_epochs": None, "max_steps": 2},
+        "robust": {
+            "augment": {"p_speed": 1.0, "p_tilt": 1.0, "p_band_limit": 1.0},
+            "train": {**TRAIN, "max_epochs": None, "max_steps": 2},
+        },
+    }
+    _, history = train_speech_encoder(*demo, *foundation, 0, params)
+    assert list(history.groupby("stage", sort=False)["step"].max().items()) == [
+        ("demo", 1), ("finetune", 2), ("robust", 2),
+    ]  # fmt: skip
+    assert (tmp_path / "robust" / "checkpoint.pt").is_file()
+    # the first two stages are the two-stage recipe's: without `robust` they resume as done
+    two = {k: v for k, v in params.items() if k != "robust"}
+    _, first_two = train_speech_encoder(*demo, *foundation, 0, two)
+    pd.testing.assert_frame_equal(
+        first_two, history[history["stage"] != "robust"].reset_index(drop=True)
+    )

@@ -9,6 +9,10 @@ random state), and returns a finite float32 waveform at the same sample rate:
 - :func:`reverb` convolves with an exponentially decaying noise impulse response of a given
   RT60, mixed wet/dry;
 - :func:`apply_gain` scales by a gain in dB; :func:`random_eq` applies a peaking biquad;
+- :func:`spectral_tilt` tilts the whole spectrum by some dB per octave (a darker or brighter
+  voice: flite's and festival's voices put 91-99 % of their energy below 1 kHz, espeak-ng's
+  about 78 %); :func:`band_limit` keeps only what a lower sample rate can carry (a voice
+  recorded at 8 kHz, as flite's ``kal``);
 - :func:`augment` composes them with per-effect probabilities from :class:`AugmentConfig`,
   and keeps the result peak-safe (|x| <= ``config.peak``).
 
@@ -21,7 +25,7 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import soxr
@@ -167,6 +171,35 @@ def peaking_biquad(
     return b / a[0], a / a[0]
 
 
+def spectral_tilt(
+    wav: np.ndarray, db_per_octave: float, sample_rate: int, pivot_hz: float = 1000.0
+) -> np.ndarray:
+    """Tilt the magnitude spectrum by ``db_per_octave`` around ``pivot_hz`` (zero phase, in
+    the FFT domain; below 50 Hz the gain stays at its 50 Hz value), then restore the input's
+    RMS. Negative tilts darken the voice."""
+    wav = _mono(wav)
+    if db_per_octave == 0 or len(wav) < 2:
+        return _out(wav)
+    freqs = np.fft.rfftfreq(len(wav), 1.0 / sample_rate)
+    gain = 10 ** (db_per_octave * np.log2(np.maximum(freqs, 50.0) / pivot_hz) / 20)
+    out = np.fft.irfft(np.fft.rfft(wav) * gain, n=len(wav))
+    before, after = _power(wav), _power(out)
+    return _out(out * np.sqrt(before / after) if after > 0 else out)
+
+
+def band_limit(wav: np.ndarray, rate: float, sample_rate: int) -> np.ndarray:
+    """Resample to ``rate`` Hz and back (soxr): nothing above ``rate / 2`` survives, as in a
+    recording made at that rate; same length as ``wav``."""
+    wav = _mono(wav)
+    if not 0 < rate:
+        raise ValueError(f"band-limit rate must be > 0, got {rate}")
+    if rate >= sample_rate or len(wav) == 0:
+        return _out(wav)
+    low = soxr.resample(wav, sample_rate, rate, quality="HQ")
+    back = soxr.resample(low, rate, sample_rate, quality="HQ")[: len(wav)]
+    return _out(np.pad(back, (0, len(wav) - len(back))))
+
+
 def random_eq(
     wav: np.ndarray,
     rng: np.random.Generator,
@@ -204,6 +237,16 @@ class AugmentConfig:
     p_eq: float = 0.3
     eq_bands: int = 2
     eq_max_gain_db: float = 6.0
+    # Added after checkpoints trained without them existed: while at their defaults they stay
+    # out of a checkpoint's fingerprint (models/train.py config_identity), so those resume.
+    p_tilt: float = field(default=0.0, metadata={"fingerprint": "if_set"})
+    tilt_db_per_octave: tuple[float, float] = field(
+        default=(-9.0, 3.0), metadata={"fingerprint": "if_set"}
+    )
+    p_band_limit: float = field(default=0.0, metadata={"fingerprint": "if_set"})
+    band_limit_hz: tuple[float, float] = field(  # the sample rate the speech passes through
+        default=(6000.0, 12000.0), metadata={"fingerprint": "if_set"}
+    )
     peak: float = 0.98
 
     def __post_init__(self) -> None:
@@ -213,7 +256,15 @@ class AugmentConfig:
             value = getattr(self, f.name)
             if f.name.startswith("p_") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{f.name} must be a probability in [0, 1], got {value}")
-        for name in ("speed", "snr_db", "rt60", "wet", "gain_db"):
+        for name in (
+            "speed",
+            "snr_db",
+            "rt60",
+            "wet",
+            "gain_db",
+            "tilt_db_per_octave",
+            "band_limit_hz",
+        ):
             low, high = getattr(self, name)
             if not low <= high:
                 raise ValueError(
@@ -221,6 +272,8 @@ class AugmentConfig:
                 )
         if self.speed[0] <= 0:
             raise ValueError(f"speed factors must be > 0, got {self.speed}")
+        if self.band_limit_hz[0] <= 0:
+            raise ValueError(f"band_limit_hz must be > 0, got {self.band_limit_hz}")
         if self.rt60[0] <= 0:
             raise ValueError(f"rt60 must be > 0 seconds, got {self.rt60}")
         if not (0.0 <= self.wet[0] and self.wet[1] <= 1.0):
@@ -240,8 +293,8 @@ def augment(
     config: AugmentConfig | None = None,
     babble: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
-    """Apply speed, reverberation, EQ, noise and gain, each with its probability, in that
-    order; then scale down if the peak exceeds ``config.peak``. Babble noise is only drawn
+    """Apply speed, reverberation, EQ, spectral tilt, band limit, noise and gain, each with
+    its probability, in that order; then scale down if the peak exceeds ``config.peak``. Babble noise is only drawn
     when ``babble`` has source waveforms (other utterances); otherwise another kind is used."""
     config = config or AugmentConfig()
     sr = config.sample_rate
@@ -256,6 +309,11 @@ def augment(
         out = reverb(out, rt60, wet, sr, rng)
     if draws[2] < config.p_eq:
         out = random_eq(out, rng, sr, config.eq_bands, config.eq_max_gain_db)
+    # Drawn only when on, so that configurations without them draw exactly as before.
+    if config.p_tilt and rng.random() < config.p_tilt:
+        out = spectral_tilt(out, float(rng.uniform(*config.tilt_db_per_octave)), sr)
+    if config.p_band_limit and rng.random() < config.p_band_limit:
+        out = band_limit(out, float(rng.uniform(*config.band_limit_hz)), sr)
     if draws[3] < config.p_noise:
         kinds = [k for k in config.noise_kinds if k != "babble" or len(babble)]
         if kinds:

@@ -236,7 +236,7 @@ def fit_stand_in(  # noqa: PLR0917 - positional like fit
         config,
         checkpoint_dir,
         progress,
-        fingerprint_extra={"model": asdict(model_config), "data": data_digest(*data)},
+        fingerprint_extra={"model": config_identity(model_config), "data": data_digest(*data)},
         **options,
     )
     result.model.eval()
@@ -624,6 +624,34 @@ def _evaluate(
     if patience and state.evals_without_improvement >= patience:
         state.stopped_early = True
         logger.info("Early stopping: no %s improvement in %d evaluations", config.monitor, patience)
+
+
+def config_identity(config: Any) -> Any:
+    """``dataclasses.asdict`` for fingerprints, except that a field with
+    ``metadata={"fingerprint": "if_set"}`` is left out while it holds its default: a setting
+    added to a config after checkpoints were trained without it does not orphan them."""
+    if not hasattr(config, "__dataclass_fields__"):
+        return config
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("fingerprint") == "if_set" and value == f.default:
+            continue
+        out[f.name] = (
+            config_identity(value)
+            if hasattr(value, "__dataclass_fields__")
+            else asdict_value(value)
+        )
+    return out
+
+
+def asdict_value(value: Any) -> Any:
+    """What ``asdict`` makes of a non-dataclass field value (containers copied)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(config_identity(v) for v in value)
+    if isinstance(value, dict):
+        return {k: config_identity(v) for k, v in value.items()}
+    return value
 
 
 def _fingerprint(

@@ -69,14 +69,17 @@ def train_speech_encoder(  # noqa: PLR0913, PLR0917 - a node's inputs
     seed: int,
     params: dict[str, Any],
 ) -> tuple[tuple[Any, Any], pd.DataFrame]:
-    """CTC-train the HuBERT stand-in in two stages, each resumable from its own folder under
-    ``params.checkpoint_dir``:
+    """CTC-train the HuBERT stand-in in two or three stages, each resumable from its own
+    folder under ``params.checkpoint_dir``:
 
     1. ``demo``: from scratch on the demo corpus's train split (``params.train``): its seven
        voices get CTC off its plateau, which the many-voiced mix alone does not (CER 0.56);
     2. ``finetune``: from there on the foundation corpus's train split (hundreds of
        espeak-ng/mbrola voices, ``make foundation-corpus``) together with the demo's
-       (``params.finetune``), so that it transcribes voices it never heard.
+       (``params.finetune``), so that it transcribes voices it never heard;
+    3. ``robust`` (with ``params.robust``): from there on the same mix, with its own
+       augmentation (``robust.augment``, e.g. spectral tilt and band limits) and
+       ``robust.train``.
 
     The vocabulary is the English letters (``build_ctc_processor``). History rows carry
     their ``stage``.
@@ -90,17 +93,22 @@ def train_speech_encoder(  # noqa: PLR0913, PLR0917 - a node's inputs
         )
     processor = build_ctc_processor(demo[1] + foundation[1])
     config = TinyHubertConfig(**params["model"])
+    mixed = (foundation[0] + demo[0], foundation[1] + demo[1])
+    stages = [
+        ("demo", demo, config, params["train"]),
+        ("finetune", mixed, config, params["finetune"]),
+    ]
+    if robust := params.get("robust"):
+        model_params = {**params["model"], "augment": robust["augment"]}
+        stages.append(("robust", mixed, TinyHubertConfig(**model_params), robust["train"]))
     histories, model = [], None
-    for stage, (waves, transcripts) in (
-        ("demo", demo),
-        ("finetune", (foundation[0] + demo[0], foundation[1] + demo[1])),
-    ):
+    for stage, (waves, transcripts), stage_config, train in stages:
         result = train_hubert_ctc(
             waves,
             transcripts,
             processor,
-            config,
-            TrainConfig(seed=seed, **params["train" if stage == "demo" else stage]),
+            stage_config,
+            TrainConfig(seed=seed, **train),
             f"{params['checkpoint_dir']}/{stage}",
             init=model,
         )
