@@ -85,7 +85,7 @@ class TinyClipConfig:
     # train_clip is told to protect) inserted at random places, afresh each batch. A person
     # says "um", "draw me", "please", words no caption of the corpus has; a tower trained only
     # on the corpus's grammar reads such a word as part of the colour (held-out text-made
-    # colour 0.27 for requests, README "Held-out corpus"). 0: off.
+    # colour 0.27 for commands, README "Held-out speech"). 0: off.
     insert_token_prob: float = 0.0
     insert_tokens_max: int = 3
 

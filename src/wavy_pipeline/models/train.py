@@ -640,12 +640,12 @@ def config_identity(config: Any) -> Any:
         out[f.name] = (
             config_identity(value)
             if hasattr(value, "__dataclass_fields__")
-            else asdict_value(value)
+            else _identity_value(value)
         )
     return out
 
 
-def asdict_value(value: Any) -> Any:
+def _identity_value(value: Any) -> Any:
     """What ``asdict`` makes of a non-dataclass field value (containers copied)."""
     if isinstance(value, (list, tuple)):
         return type(value)(config_identity(v) for v in value)

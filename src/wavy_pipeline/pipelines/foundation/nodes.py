@@ -170,7 +170,7 @@ def train_clip_model(
     With ``params.foundation_corpus`` the foundation corpus's train split (its 1800 images on
     varied backgrounds, captions in a wider grammar) joins the demo's: trained on the demo's
     84 light-background images and its caption templates alone, the towers tied colours to
-    the background and words to their places in the template (README "Held-out corpus").
+    the background and words to their places in the template (README "Held-out speech").
     ``params.tokenizer`` is ``clip_bpe`` (OpenAI CLIP's vocabulary,
     :func:`~wavy_pipeline.models.foundation_clip.build_clip_bpe_tokenizer`) or ``corpus``
     (one token per corpus word; any other word falls apart into bytes).
