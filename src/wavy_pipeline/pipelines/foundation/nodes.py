@@ -208,8 +208,6 @@ def train_clip_model(
         for row in train[columns].to_dict("records")
     ]
     said = stated_attributes(train, vocabulary)
-    protected = {w for table in (vocabulary or {}).values() for w in table}
-    protected |= {v for row in attributes for v in row.values()}
     config = TinyClipConfig(image_size=params["image_size"], **params["model"])
     if config.attribute_loss_weight and not columns:
         logger.warning("CLIP stand-in: the corpus has no attributes.csv, so no attribute heads")
@@ -224,7 +222,7 @@ def train_clip_model(
         params["checkpoint_dir"],
         attributes=attributes if columns else None,
         stated=[{a for a in said if row[a]} for _, row in said.iterrows()],
-        protected_words=sorted(protected),
+        protected_words=sorted(attribute_words(train, vocabulary)),
     )
     return (result.model.cpu(), processor), pd.DataFrame(result.history)
 
@@ -392,6 +390,19 @@ def with_attribute_captions(train: pd.DataFrame, config: Mapping[str, Any] | Non
     return pd.Series(extended, name="caption")
 
 
+def attribute_words(
+    utterances: pd.DataFrame, vocabulary: Mapping[str, Mapping[str, str]] | None
+) -> set[str]:
+    """The words that name an attribute: the attribute vocabulary's and every value of the
+    ``attr_*`` columns of :data:`STATED_ATTRIBUTES`. Random words inserted as noise must
+    never be one of them, or a caption would say what its labels do not."""
+    words = {w for table in (vocabulary or {}).values() for w in table}
+    for column in (f"attr_{a}" for a in STATED_ATTRIBUTES):
+        if column in utterances:
+            words |= {v for v in utterances[column] if isinstance(v, str)}
+    return words
+
+
 def vocabulary_words(tokenizer: Any, protected: set[str]) -> list[str]:
     """The whole words of a CLIP tokenizer's vocabulary (tokens ending in ``</w>``, letters
     only, at least two of them), sorted, without ``protected`` (the attribute words)."""
@@ -444,11 +455,7 @@ def train_diffusion_model(
     images = _images(train, image_files)
     captions = with_attribute_captions(train, params.get("attribute_captions"))
     if noise := params.get("inserted_words"):
-        vocabulary = evaluation.get("attribute_vocabulary") or {}
-        protected = {w for table in vocabulary.values() for w in table}
-        protected |= {
-            v for c in train if c.startswith("attr_") for v in train[c] if isinstance(v, str)
-        }
+        protected = attribute_words(train, evaluation.get("attribute_vocabulary"))
         words = vocabulary_words(clip_processor.tokenizer, protected)
         captions = with_inserted_words(
             captions, words, noise["per_image"], noise["max_words"], seed
