@@ -144,3 +144,37 @@ def test_pretrained_dataset_local_folder_and_clear_error(tmp_path):
     )
     with pytest.raises(DatasetError, match="not a local folder"):
         missing.load()
+
+
+def test_pretrained_dataset_stores_the_named_weights_in_half_precision(tmp_path):
+    """`half_precision` halves the named float32 weights on disk; loading gives a float32
+    model whose values are those weights rounded to float16, the others untouched."""
+    import torch
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    model = CLIPTextModel(
+        CLIPTextConfig(vocab_size=1000, hidden_size=16, intermediate_size=32,
+                       num_hidden_layers=1, num_attention_heads=2)
+    )  # fmt: skip
+    dataset = PretrainedDataset(
+        name_or_path=str(tmp_path / "te"),
+        class_name="transformers.CLIPTextModel",
+        half_precision=["*token_embedding.weight"],
+        version=Version(None, None),
+    )
+    dataset.save(model)
+    (file,) = (tmp_path / "te").rglob("model.safetensors")
+    with safe_open(str(file), framework="pt") as f:
+        dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118
+    assert dtypes["embeddings.token_embedding.weight"] == "F16"
+    assert {d for n, d in dtypes.items() if "token_embedding" not in n} == {"F32"}
+    loaded = dataset.load()
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    before, after = model.state_dict(), loaded.state_dict()
+    table = "embeddings.token_embedding.weight"
+    assert torch.equal(after[table], before[table].half().float())
+    assert not torch.equal(after[table], before[table])  # it was rounded
+    assert torch.equal(after["embeddings.position_embedding.weight"],
+                       before["embeddings.position_embedding.weight"])  # fmt: skip
