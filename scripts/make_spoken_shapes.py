@@ -3,14 +3,16 @@
 Each 64x64 JPEG shows one saturated coloured shape (circle, square or triangle; small or
 large; left, right, middle, top or bottom) on a light, slightly tinted background. Every
 image gets five English captions that all name its colour and shape; each caption is
-spoken by one of seven espeak-ng voices. Splits are by image (~70/15/15), stratified so
-every colour x shape pair is in every split; the last voice is held out of train.
+spoken by one of 37 espeak-ng voices: the seven of :data:`VOICES` and :data:`POOL_VOICES`
+more drawn from its voices x variants (:func:`voice_pool`).
+Splits are by image (~70/15/15), stratified so every colour x shape pair is in every
+split; ``spk07`` is held out of train.
 
 Usage (from the repo root)::
 
     .venv/bin/python scripts/make_spoken_shapes.py [--out DIR] [--n-images N] [--seed S]
 
-The output is deterministic for a given seed (and espeak-ng / soxr build).
+The output is deterministic for a given seed (and espeak-ng / soxr build). The images, captions and splits do not depend on the voices.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ VOICES = (
     Voice("spk07", "en-gb-x-gbclan+m4", 196, 30, 16000),  # held out of train
 )
 HELD_OUT = VOICES[-1]
+# Beside VOICES, the train/dev/test captions are dealt over this many more speakers, drawn
+# from the foundation corpus's espeak-ng voices x variants (its held-out exclusions apply:
+# no held-out voice, variant or accent, not spk07's). Seven voices taught
+# the projectors those voices, not speech: probes fitted on 30+ voices read colour and shape
+# on the held-out synthesisers far better than fitted on the same number of utterances from
+# six (README "Held-out speech").
+POOL_VOICES = 30
 NATIVE_RATE = 22050
 SPLIT_FILES = {"train": "trainImages", "dev": "devImages", "test": "testImages"}
 
@@ -160,8 +169,15 @@ def assign_splits(rows: list[dict], rng: random.Random) -> None:
             row["split"] = "dev" if j < n_dev else "test" if j < n_dev + n_test else "train"
 
 
-def make_utterances(rows: list[dict], rng: random.Random) -> list[dict]:
-    """Five captions per image; speakers round-robin, held-out voice on 2/5 of dev+test."""
+def make_utterances(
+    rows: list[dict], rng: random.Random, pool: tuple[Voice, ...] = (), voice_rng=None
+) -> list[dict]:
+    """Five captions per image; the held-out voice on 2/5 of dev+test, the other captions
+    dealt over :data:`VOICES` and ``pool`` (in shuffled rounds drawn from ``voice_rng``).
+
+    The captions and the held-out choice draw from ``rng`` first, so the images, captions
+    and splits do not depend on the voices."""
+    voice_rng = voice_rng or random.Random(0)
     utts = []
     for row in sorted(rows, key=lambda r: r["image"]):
         fill = {"c": row["color"], "s": row["shape"], "p": POSITION_PHRASES[row["position"]]}
@@ -173,15 +189,40 @@ def make_utterances(rows: list[dict], rng: random.Random) -> list[dict]:
             stem = row["image"].removesuffix(".jpg")
             utts.append({"wav": f"{stem}_{n}.wav", "image": row["image"], "n": n})
             utts[-1].update(text=text, split=row["split"], held=n in held)
-    others = VOICES[:-1]
-    for i, utt in enumerate(u for u in utts if not u["held"]):  # round-robin, file order
-        utt["voice"] = others[i % len(others)]
-    for utt in utts:
-        if utt["held"]:
-            utt["voice"] = HELD_OUT
+    voices = [v for v in VOICES if v != HELD_OUT] + list(pool)
+    deck: list[Voice] = []
+    for utt in utts:  # file order; the voices dealt in shuffled rounds, so each speaks as often
+        if not utt["held"] and not deck:
+            deck = list(voices)
+            voice_rng.shuffle(deck)
+        utt["voice"] = HELD_OUT if utt["held"] else deck.pop()
         utt["speed"] = utt["voice"].speed + rng.randint(-6, 6)
         utt["pitch"] = utt["voice"].pitch + rng.randint(-5, 5)
     return utts
+
+
+def voice_pool(n: int, rng: random.Random) -> tuple[Voice, ...]:
+    """``n`` speakers ``spk08``... drawn from the installed espeak-ng voices x variants that
+    the foundation corpus may use, each with its own speed, pitch and output rate.
+
+    espeak-ng only: this corpus is shipped as CC0, and the mbrola databases' licences
+    speak to their own distribution, not to what is made with them; they stay in the
+    (generated, unshipped) foundation corpus."""
+    if n <= 0:
+        return ()
+    from make_foundation_corpus import espeak_speakers  # noqa: PLC0415 - it imports this module
+
+    chosen = rng.sample(espeak_speakers()[0], n)
+    return tuple(
+        Voice(
+            f"spk{len(VOICES) + 1 + i:02d}",
+            speaker.voice,
+            rng.randint(150, 230),
+            rng.randint(20, 80),
+            rng.choice((16000, NATIVE_RATE)),
+        )
+        for i, speaker in enumerate(chosen)
+    )
 
 
 def synthesize(utt: dict, tmp: Path) -> np.ndarray:
@@ -193,6 +234,8 @@ def synthesize(utt: dict, tmp: Path) -> np.ndarray:
     audio, rate = sf.read(out, dtype="float32")
     if rate != NATIVE_RATE:
         raise RuntimeError(f"espeak-ng produced {rate} Hz, expected {NATIVE_RATE} Hz")
+    if not np.abs(audio).max() > 0:  # an unknown voice or variant is ignored, not refused
+        raise RuntimeError(f"espeak-ng voice {utt['voice'].voice!r} gave no audio: {utt['text']!r}")
     return trim_and_resample(audio, rate, utt["voice"].rate)
 
 
@@ -261,7 +304,7 @@ def write_readme(out: Path, rows: list[dict], utts: list[dict], seconds: float) 
     spk = Counter(u["voice"].speaker for u in utts)
     voices = [
         f"| {v.speaker} | `{v.voice}` | {v.speed} | {v.pitch} | {v.rate} | {spk[v.speaker]} |"
-        for v in VOICES
+        for v in sorted({u["voice"] for u in utts}, key=lambda v: v.speaker)
     ]
     text = f"""# spoken shapes
 
@@ -306,6 +349,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/01_raw/spoken_shapes"))
     parser.add_argument("--n-images", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pool-voices", type=int, default=POOL_VOICES)
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng not found; install it with: apt-get install espeak-ng")
@@ -313,7 +357,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     rows = make_images(args.n_images, rng)
     assign_splits(rows, rng)
-    utts = make_utterances(rows, rng)
+    voice_rng = random.Random(f"voices-{args.seed}")
+    pool = voice_pool(args.pool_voices, voice_rng)
+    utts = make_utterances(rows, rng, pool, voice_rng)
 
     out: Path = args.out
     background = "#{:02x}{:02x}{:02x}".format
@@ -335,7 +381,7 @@ def main() -> None:
         n_img = sum(r["split"] == split for r in rows)
         n_utt = sum(u["split"] == split for u in utts)
         print(f"  {split:5s}: {n_img:4d} images {n_utt:5d} utterances")
-    for v in VOICES:
+    for v in (*VOICES, *pool):
         per = Counter(u["split"] for u in utts if u["voice"] == v)
         print(
             f"  {v.speaker} {v.voice:20s} {v.rate} Hz: "

@@ -217,3 +217,44 @@ def test_the_diffusion_stand_in_captions_never_say_what_the_heldout_corpus_says(
     assert len(written) > 1000
     leaks = sorted(c for c in written if fc.heldout_phrasing(c))
     assert not leaks, leaks[:5]
+
+
+@needs_espeak
+def test_demo_voice_pool_is_foundation_voices_only_and_leaves_the_captions_alone():
+    pool = shapes.voice_pool(30, random.Random("voices-0"))
+    assert pool == shapes.voice_pool(30, random.Random("voices-0"))  # deterministic
+    assert [v.speaker for v in pool] == [f"spk{i:02d}" for i in range(8, 38)]
+    voices = {v.voice for v in pool}
+    allowed = {s.voice for s in fc.espeak_speakers()[0]}
+    assert len(voices) == 30 and voices <= allowed  # espeak-ng only, no held-out voice
+    assert shapes.HELD_OUT.voice not in voices and voices.isdisjoint(heldout.HELDOUT_ESPEAK)
+
+    def utterances(with_pool: bool) -> list[dict]:
+        rng = random.Random(0)
+        rows = shapes.make_images(54, rng)
+        shapes.assign_splits(rows, rng)
+        extra = pool if with_pool else ()
+        return shapes.make_utterances(rows, rng, extra, random.Random("voices-0"))
+
+    plain, pooled = utterances(False), utterances(True)
+    strip = ("voice", "speed", "pitch")
+    assert [{k: v for k, v in u.items() if k not in strip} for u in plain] == [
+        {k: v for k, v in u.items() if k not in strip} for u in pooled
+    ]  # the captions, splits and held-out choice do not depend on the voices
+    speakers = Counter(u["voice"].speaker for u in pooled if not u["held"])
+    assert set(speakers) == {v.speaker for v in (*shapes.VOICES[:-1], *pool)}
+    assert max(speakers.values()) - min(speakers.values()) <= 1  # dealt in rounds
+    assert all(u["voice"] == shapes.HELD_OUT for u in pooled if u["held"])
+    assert not any(u["held"] for u in pooled if u["split"] == "train")
+
+
+def test_the_shipped_demo_corpus_has_many_voices_and_keeps_spk07_out_of_train():
+    root = Path(__file__).resolve().parents[2] / "data" / "01_raw" / "spoken_shapes"
+    speakers = dict(
+        line.split() for line in (root / "flickr_audio" / "wav2spk.txt").read_text().splitlines()
+    )
+    train = set((root / "Flickr8k_text" / "Flickr_8k.trainImages.txt").read_text().split())
+    train_speakers = {s for wav, s in speakers.items() if wav.rsplit("_", 1)[0] + ".jpg" in train}
+    assert len(set(speakers.values())) == len(shapes.VOICES) + shapes.POOL_VOICES
+    assert shapes.HELD_OUT.speaker not in train_speakers
+    assert len(train_speakers) == len(shapes.VOICES) - 1 + shapes.POOL_VOICES
