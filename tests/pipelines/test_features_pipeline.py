@@ -64,6 +64,19 @@ def test_features_cache_every_utterance_and_image(corpus, in_tmp, encoders, proj
     assert texts["embedding"].shape == (12, 128)
     targets = catalog.load("prompt_targets")
     assert targets["hidden"].shape == (12, 77, 128)  # what SD's encode_prompt would give
+    # features.augmented_copies of every train utterance, and of nothing else
+    copies = catalog.load("augmented_speech_features")
+    n_copies = catalog.load("params:features")["augmented_copies"]
+    train = utterances[utterances["split"] == "train"]["utterance_id"]
+    assert n_copies >= 1 and len(train)
+    assert sorted(copies.keys) == sorted(
+        f"{u}~aug{k}" for u in train for k in range(1, n_copies + 1)
+    )
+    assert copies["layers"].shape[1:] == speech["layers"].shape[1:]
+    assert np.isfinite(copies["layers"]).all()
+    first = copies.take("layers", [f"{train.iloc[0]}~aug1"])[0].astype(np.float32)
+    source = speech.take("layers", [train.iloc[0]])[0].astype(np.float32)
+    assert not np.allclose(first, source, atol=1e-3)  # augmented, not a copy
     # the cache equals running the encoder directly on one utterance
     inputs = catalog.load("hubert_inputs")
     import torch

@@ -84,6 +84,7 @@ def test_speechclip_pipeline_learns_and_reports(tmp_path):
     catalog = DataCatalog(
         {
             "speech_features": speech,
+            "augmented_speech_features": speech,  # no copies in it: nothing is added
             "image_embeddings": images,
             "text_embeddings": texts,
             "utterances": MemoryDataset(utterances),

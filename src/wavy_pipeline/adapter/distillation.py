@@ -17,14 +17,17 @@ from wavy_pipeline.speechclip.alignment import CacheRows
 
 class PromptPairs(CacheRows):
     """(speech features, the caption's diffusion conditioning (77, d)) per utterance, read
-    lazily from the memory-mapped caches: what the speech adapter is distilled on."""
+    lazily from the memory-mapped caches: what the speech adapter is distilled on. Rows with
+    a ``source_id`` (augmented copies, ``features/augmented.py``) take that utterance's
+    caption target."""
 
     def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, targets: ArrayStore):
         ids = utterances["utterance_id"].tolist()
+        sources = utterances["source_id"].tolist() if "source_id" in utterances else ids
         super().__init__(
             {
                 "speech": (speech["layers"], speech.rows(ids)),
-                "target": (targets["hidden"], targets.rows(ids)),
+                "target": (targets["hidden"], targets.rows(sources)),
             }
         )
 

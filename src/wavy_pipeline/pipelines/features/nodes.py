@@ -14,6 +14,7 @@ import pandas as pd
 
 from wavy_pipeline.core.arrays import ArrayStream
 from wavy_pipeline.core.hubert_inputs import HubertInputs
+from wavy_pipeline.features.augmented import AugmentedInputs, augment_config
 from wavy_pipeline.features.encode import (
     image_embedding_stream,
     prompt_embedding_stream,
@@ -34,6 +35,37 @@ def extract_speech_features(
         device=params["device"],
         dtype=params["dtype"],
     )
+
+
+def extract_augmented_speech_features(
+    hubert_inputs: HubertInputs,
+    utterances: pd.DataFrame,
+    speech_encoder: Any,
+    seed: int,
+    params: dict[str, Any],
+) -> ArrayStream:
+    """The same features of ``params.augmented_copies`` augmented copies of every train
+    utterance (``params.augment``, keys ``<utterance_id>~aug<k>``), for the projectors and
+    the adapter to train on beside the corpus's own (``features/augmented.py``)."""
+    train = utterances[utterances["split"] == "train"]["utterance_id"]
+    ids = [u for u in train if u in hubert_inputs]  # the audio stage may have quarantined some
+    copies = AugmentedInputs(
+        hubert_inputs,
+        ids,
+        int(params.get("augmented_copies", 0)),
+        augment_config(params.get("augment")),
+        seed,
+    )
+    stream = speech_feature_stream(
+        copies,
+        speech_encoder,
+        segments=params["segments"],
+        batch_size=params["speech_batch_size"],
+        device=params["device"],
+        dtype=params["dtype"],
+    )
+    stream.meta.update(augmented_copies=int(params.get("augmented_copies", 0)), seed=seed)
+    return stream
 
 
 def extract_clip_embeddings(

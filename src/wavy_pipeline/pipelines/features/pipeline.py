@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from wavy_pipeline.pipelines.features.nodes import (
+    extract_augmented_speech_features,
     extract_clip_embeddings,
     extract_prompt_targets,
     extract_speech_features,
@@ -17,6 +18,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["hubert_inputs", "speech_encoder@model", "params:features"],
                 outputs="speech_features",
                 name="extract_speech_features",
+            ),
+            Node(
+                func=extract_augmented_speech_features,
+                inputs=[
+                    "hubert_inputs",
+                    "utterances",
+                    "speech_encoder@model",
+                    "params:seed",
+                    "params:features",
+                ],
+                outputs="augmented_speech_features",
+                name="extract_augmented_speech_features",
             ),
             Node(
                 func=extract_clip_embeddings,

@@ -8,9 +8,11 @@ from typing import Any
 import pandas as pd
 from accelerate.utils import set_seed
 from matplotlib.figure import Figure
+from torch.utils.data import ConcatDataset, Dataset
 
 from wavy_pipeline.adapter.distillation import PromptPairs, caption_gallery
 from wavy_pipeline.core.arrays import ArrayStore
+from wavy_pipeline.features.augmented import copy_rows
 from wavy_pipeline.models.adapter import (
     AdapterConfig,
     SpeechPromptAdapter,
@@ -32,14 +34,28 @@ from wavy_pipeline.speechclip.alignment import (
 logger = logging.getLogger(__name__)
 
 
-def train_speechclip(
+def _with_copies(
+    dataset: Dataset, train: pd.DataFrame, augmented: ArrayStore | None, make
+) -> tuple[Dataset, list[str]]:
+    """``dataset`` and, when ``augmented`` holds copies of ``train``'s utterances, those
+    copies' items (``make(copy rows)``) after it; and the copies' keys."""
+    copies = copy_rows(train, augmented.keys) if augmented is not None else train.iloc[:0]
+    if copies.empty:
+        return dataset, []
+    return ConcatDataset([dataset, make(copies)]), copies["utterance_id"].tolist()
+
+
+def train_speechclip(  # noqa: PLR0913, PLR0917 - a node's inputs
     speech_features: ArrayStore,
     image_embeddings: ArrayStore,
     utterances: pd.DataFrame,
     seed: int,
     params: dict[str, Any],
+    augmented_speech_features: ArrayStore | None = None,
 ) -> tuple[SpeechCLIP, pd.DataFrame, Figure]:
-    """Train the projectors on the train split; early-stop on dev speech→image R@1.
+    """Train the projectors on the train split, and on the augmented copies of its speech
+    in ``augmented_speech_features`` (``features.augmented_copies``); early-stop on dev
+    speech→image R@1.
 
     A restarted run resumes from the last checkpoint in ``params.checkpoint_dir``. Under
     ``accelerate launch`` it trains data-parallel; every process returns the same model.
@@ -61,12 +77,22 @@ def train_speechclip(
         image_dim=image_embeddings["embedding"].shape[1],
         **params["model"],
     )
+    augmented = augmented_speech_features
+    pairs, copy_ids = _with_copies(
+        FeaturePairs(train, speech_features, image_embeddings),
+        train,
+        augmented,
+        lambda rows: FeaturePairs(rows, augmented, image_embeddings),
+    )
+    if copy_ids:
+        rows = augmented.rows(copy_ids)
+        refuse_nonfinite(augmented["layers"], rows, copy_ids, "augmented speech features")
     set_seed(seed)  # the model's initial weights
     model = SpeechCLIP(config)
     result = fit(
         model,
         speechclip_loss,
-        FeaturePairs(train, speech_features, image_embeddings),
+        pairs,
         lambda m: speech_to_image_recall(m, speech_features, image_embeddings, dev),
         TrainConfig(seed=seed, **params["train"]),
         params["checkpoint_dir"],
@@ -75,9 +101,15 @@ def train_speechclip(
             "train": train["utterance_id"].tolist(),
             "features": meta,
             "content": [speech_features.digest(), image_embeddings.digest()],
+            **({"copies": [len(copy_ids), augmented.digest()]} if copy_ids else {}),
         },
     )
-    logger.info("SpeechCLIP: best dev speech→image R@1 %.3f", result.best_metric)
+    logger.info(
+        "SpeechCLIP: %d train utterances + %d augmented copies; best dev speech→image R@1 %.3f",
+        len(train),
+        len(copy_ids),
+        result.best_metric,
+    )
     history = pd.DataFrame(result.history)
     return result.model.cpu(), history, plot_training_history(result.history)
 
@@ -140,18 +172,25 @@ def evaluate_retrieval(
     return metrics
 
 
-def train_speech_adapter(
+def train_speech_adapter(  # noqa: PLR0913, PLR0917 - a node's inputs
     speechclip_model: SpeechCLIP,
     speech_features: ArrayStore,
     prompt_targets: ArrayStore,
     utterances: pd.DataFrame,
     seed: int,
     params: dict[str, Any],
+    augmented_speech_features: ArrayStore | None = None,
 ) -> tuple[SpeechPromptAdapter, pd.DataFrame]:
     """Distil the speech → ``prompt_embeds`` adapter toward the diffusion text encoder's
-    output for the paired caption; early-stop on dev caption retrieval (R@1)."""
-    train = PromptPairs(
-        split(utterances, "train", speech_features.keys), speech_features, prompt_targets
+    output for the paired caption, on the train split and the augmented copies of its
+    speech; early-stop on dev caption retrieval (R@1)."""
+    train_rows = split(utterances, "train", speech_features.keys)
+    augmented = augmented_speech_features
+    train, copy_ids = _with_copies(
+        PromptPairs(train_rows, speech_features, prompt_targets),
+        train_rows,
+        augmented,
+        lambda rows: PromptPairs(rows, augmented, prompt_targets),
     )
     dev_rows = split(utterances, "dev", speech_features.keys)
     dev = PromptPairs(dev_rows, speech_features, prompt_targets).stacked()
@@ -171,6 +210,7 @@ def train_speech_adapter(
             "train": len(train),
             "targets": prompt_targets.meta,
             "content": [speech_features.digest(), prompt_targets.digest()],
+            **({"copies": [len(copy_ids), augmented.digest()]} if copy_ids else {}),
         },
     )
     logger.info("Speech adapter: best dev %s %.3f", params["train"]["monitor"], result.best_metric)
