@@ -410,3 +410,29 @@ def test_pseudo_token_learns(tmp_path):
     assert after["eval_loss"] < 0.7 * before["eval_loss"], (before, after)
     assert before["R@1"] <= 0.25 and after["R@1"] > 2 / 12, after  # chance: 1/12
     assert all(not p.requires_grad for p in text_encoder.parameters())
+
+
+def test_learned_segment_layers_mix_the_layers_with_the_adapters_own_weights(tmp_path):
+    speechclip = tiny_speechclip()
+    with torch.no_grad():
+        speechclip.layer_logits.copy_(torch.tensor([0.3, -1.0, 2.0]))
+    config = adapter_config("mapper", segment_layers="learned")
+    adapter = SpeechPromptAdapter(config, speechclip)
+    feats = torch.randn(4, L, K, D)
+    seen = {}
+    adapter.head.register_forward_pre_hook(lambda m, args: seen.update(segments=args[0]))
+    adapter(feats).square().mean().backward()
+    # equal weights at the start, not SpeechCLIP's
+    torch.testing.assert_close(seen["segments"], feats.mean(dim=1))
+    assert adapter.segment_layer_logits.grad is not None  # it trains with the head
+    assert all(p.grad is None for p in adapter.speech.parameters())  # SpeechCLIP stays frozen
+    _, pooled = adapter.speech(feats)
+    torch.testing.assert_close(pooled, speechclip.encode_speech(feats))  # pooled: SpeechCLIP's
+    with torch.no_grad():
+        adapter.segment_layer_logits.copy_(torch.tensor([-5.0, 0.0, 5.0]))
+    adapter.save_pretrained(tmp_path / "ad")
+    loaded = SpeechPromptAdapter.from_pretrained(tmp_path / "ad")
+    torch.testing.assert_close(loaded.segment_layer_logits, adapter.segment_layer_logits)
+    torch.testing.assert_close(loaded.eval()(feats), adapter.eval()(feats))
+    with pytest.raises(ValueError, match="segment_layers"):
+        adapter_config("mapper", segment_layers="first")

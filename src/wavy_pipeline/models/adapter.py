@@ -109,6 +109,7 @@ from wavy_pipeline.models.train import TrainConfig, TrainResult, fit
 logger = logging.getLogger(__name__)
 
 KINDS = ("mapper", "pseudo_token")
+SEGMENT_LAYERS = ("speechclip", "learned")
 CONFIG_NAME = "config.json"  # the hub mixin's file names
 WEIGHTS_NAME = "model.safetensors"
 SAVE_FORMAT = 1
@@ -148,6 +149,10 @@ class AdapterConfig(DictConfig):
     mse_weight: float = 1.0  # distillation_loss weights (see the module docstring)
     cos_weight: float = 0.1
     template: str | None = None  # pseudo_token: the prompt text, for the record only
+    # How the segment tokens mix the HuBERT layers: "speechclip" (the frozen SpeechCLIP's
+    # softmax weights, trained for image retrieval) or "learned" (the adapter's own, trained
+    # with it from equal weights). The pooled embedding is SpeechCLIP's either way.
+    segment_layers: str = "speechclip"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -157,6 +162,10 @@ class AdapterConfig(DictConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.use_segments or self.use_pooled):
             raise ValueError("use_segments and use_pooled cannot both be False")
+        if self.segment_layers not in SEGMENT_LAYERS:
+            raise ValueError(
+                f"segment_layers must be one of {SEGMENT_LAYERS}, got {self.segment_layers!r}"
+            )
         if self.n_queries is not None and not 1 <= self.n_queries <= self.n_tokens:
             raise ValueError(
                 f"n_queries must be in [1, n_tokens={self.n_tokens}], got {self.n_queries}"
@@ -533,6 +542,8 @@ class SpeechPromptAdapter(nn.Module, PyTorchModelHubMixin):
             speechclip = SpeechBranch.from_speechclip(speechclip)
         self.speech = speechclip.requires_grad_(False).eval()
         speech_cfg = speechclip.config
+        if cfg.segment_layers == "learned":  # the adapter's own mix (softmax: equal at start)
+            self.segment_layer_logits = nn.Parameter(torch.zeros(speech_cfg.num_layers))
         if cfg.kind == "mapper":
             self.head = _Mapper(cfg, speech_cfg)
             text_encoder = None
@@ -584,6 +595,8 @@ class SpeechPromptAdapter(nn.Module, PyTorchModelHubMixin):
         """(B, L, K, D) cached HuBERT segment features -> (B, n_tokens, text_dim)."""
         with torch.no_grad():
             segments, pooled = self.speech(speech_feats)
+        if self.config.segment_layers == "learned":
+            segments = mix_layers(self.segment_layer_logits, speech_feats, self.speech.config)
         if self.config.kind == "mapper":
             return self.head(segments, pooled)
         pseudo = self.head(segments, pooled)
