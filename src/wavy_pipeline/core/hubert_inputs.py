@@ -9,7 +9,7 @@ versions and saves it atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,14 +80,18 @@ class HubertInputs:
         ids = list(self.ids if ids is None else ids)
         for start in range(0, len(ids), batch_size):
             batch_ids = ids[start : start + batch_size]
-            arrays = [self.values(uid) for uid in batch_ids]
-            width = max(len(a) for a in arrays)
-            values = np.zeros((len(arrays), width), dtype=np.float32)
-            mask = np.zeros((len(arrays), width), dtype=np.int64)
-            for row, array in enumerate(arrays):
-                values[row, : len(array)] = array
-                mask[row, : len(array)] = 1
-            yield batch_ids, values, mask
+            yield batch_ids, *pad_arrays([self.values(uid) for uid in batch_ids])
+
+
+def pad_arrays(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(input_values (B, T) float32, attention_mask (B, T) int64), padded to the longest."""
+    width = max(len(a) for a in arrays)
+    values = np.zeros((len(arrays), width), dtype=np.float32)
+    mask = np.zeros((len(arrays), width), dtype=np.int64)
+    for row, array in enumerate(arrays):
+        values[row, : len(array)] = array
+        mask[row, : len(array)] = 1
+    return values, mask
 
 
 def write_hubert_inputs(

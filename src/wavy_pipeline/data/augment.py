@@ -24,8 +24,9 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import soxr
@@ -249,6 +250,15 @@ class AugmentConfig:
     )
     peak: float = 0.98
 
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> AugmentConfig:
+        """From the YAML's mapping (lists become ranges); unknown settings are refused with
+        the known ones named."""
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(settings) - known):
+            raise ValueError(f"unknown augment settings {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
     def __post_init__(self) -> None:
         if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
             raise ValueError(f"sample_rate must be a positive int, got {self.sample_rate!r}")
@@ -285,6 +295,11 @@ class AugmentConfig:
             raise ValueError(f"eq_bands must be >= 0, got {self.eq_bands}")
         if not 0 < self.peak <= 1.0:
             raise ValueError(f"peak must be in (0, 1], got {self.peak}")
+
+
+def normalise(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance, as the HuBERT processor normalises every waveform."""
+    return ((wave - wave.mean()) / (wave.std() + 1e-7)).astype(np.float32)
 
 
 def augment(

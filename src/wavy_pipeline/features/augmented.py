@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wavy_pipeline.core.hubert_inputs import HubertInputs
-from wavy_pipeline.data.augment import AugmentConfig, augment
+from wavy_pipeline.core.hubert_inputs import HubertInputs, pad_arrays
+from wavy_pipeline.data.augment import AugmentConfig, augment, normalise
 
 SEPARATOR = "~aug"  # key of copy k of utterance u: f"{u}{SEPARATOR}{k}"
 
@@ -41,19 +41,10 @@ def source_id(key: str) -> str:
 
 
 def augment_config(settings: Mapping[str, Any] | AugmentConfig | None) -> AugmentConfig:
-    """An :class:`AugmentConfig` from the YAML's mapping (lists become ranges); unknown
-    settings are refused with the known ones named."""
+    """An :class:`AugmentConfig` from the YAML's mapping (None: the defaults)."""
     if isinstance(settings, AugmentConfig):
         return settings
-    settings = dict(settings or {})
-    known = set(AugmentConfig.__dataclass_fields__)
-    if unknown := sorted(set(settings) - known):
-        raise ValueError(f"unknown augment settings {unknown}; known: {sorted(known)}")
-    return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
-
-
-def _normalise(wave: np.ndarray) -> np.ndarray:
-    return ((wave - wave.mean()) / (wave.std() + 1e-7)).astype(np.float32)
+    return AugmentConfig.from_mapping(settings or {})
 
 
 class AugmentedInputs:
@@ -109,14 +100,8 @@ class AugmentedInputs:
                 _, copy, position = self._source[key]
                 rng = np.random.default_rng([self.seed, copy, position])
                 babble = sources[:i] + sources[i + 1 :]
-                arrays.append(_normalise(augment(sources[i], rng, self.config, babble=babble)))
-            width = max(len(a) for a in arrays)
-            values = np.zeros((len(arrays), width), dtype=np.float32)
-            mask = np.zeros((len(arrays), width), dtype=np.int64)
-            for row, array in enumerate(arrays):
-                values[row, : len(array)] = array
-                mask[row, : len(array)] = 1
-            yield keys, values, mask
+                arrays.append(normalise(augment(sources[i], rng, self.config, babble=babble)))
+            yield keys, *pad_arrays(arrays)
 
 
 def copy_rows(rows: pd.DataFrame, keys: Iterable[str]) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from wavy_pipeline.data.augment import AugmentConfig, augment
+from wavy_pipeline.data.augment import AugmentConfig, augment, normalise
 from wavy_pipeline.models.train import Batch, Batches, TrainConfig, TrainResult, fit_stand_in
 
 SAMPLING_RATE = 16_000
@@ -85,13 +85,7 @@ class TinyHubertConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # from the YAML: ranges come as lists
-            known = {f.name for f in fields(AugmentConfig)}
-            unknown = sorted(set(self.augment) - known)
-            if unknown:
-                raise ValueError(f"unknown augment settings {unknown}; known: {sorted(known)}")
-            self.augment = AugmentConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
-            )
+            self.augment = AugmentConfig.from_mapping(self.augment)
 
     def to_hf(self, processor: Wav2Vec2Processor) -> HubertConfig:
         """``HubertConfig`` whose vocabulary / special ids come from ``processor.tokenizer``."""
@@ -199,11 +193,6 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int) 
     return batches
 
 
-def _normalise(wave: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance, as the processor normalises every waveform it is given."""
-    return ((wave - wave.mean()) / (wave.std() + 1e-7)).astype(np.float32)
-
-
 def ctc_collate(
     items: list[dict[str, Any]],
     generator: torch.Generator,
@@ -220,7 +209,7 @@ def ctc_collate(
     if augmentation is not None:
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         waves = [
-            _normalise(augment(w, rng, augmentation, babble=waves[:k] + waves[k + 1 :]))
+            normalise(augment(w, rng, augmentation, babble=waves[:k] + waves[k + 1 :]))
             for k, w in enumerate(waves)
         ]
     values, mask = pad_waveforms(waves)
