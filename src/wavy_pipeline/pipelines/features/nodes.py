@@ -49,22 +49,12 @@ def extract_augmented_speech_features(
     the adapter to train on beside the corpus's own (``features/augmented.py``)."""
     train = utterances[utterances["split"] == "train"]["utterance_id"]
     ids = [u for u in train if u in hubert_inputs]  # the audio stage may have quarantined some
+    n_copies = int(params.get("augmented_copies", 0))
     copies = AugmentedInputs(
-        hubert_inputs,
-        ids,
-        int(params.get("augmented_copies", 0)),
-        augment_config(params.get("augment")),
-        seed,
+        hubert_inputs, ids, n_copies, augment_config(params.get("augment")), seed
     )
-    stream = speech_feature_stream(
-        copies,
-        speech_encoder,
-        segments=params["segments"],
-        batch_size=params["speech_batch_size"],
-        device=params["device"],
-        dtype=params["dtype"],
-    )
-    stream.meta.update(augmented_copies=int(params.get("augmented_copies", 0)), seed=seed)
+    stream = extract_speech_features(copies, speech_encoder, params)  # read like hubert_inputs
+    stream.meta.update(augmented_copies=n_copies, seed=seed)
     return stream
 
 
