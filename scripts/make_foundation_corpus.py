@@ -7,7 +7,9 @@ disjoint from the held-out test corpus (``scripts/make_heldout.py``) by construc
 - **voices**: espeak-ng's English voices x its voice variants (``+f3``, ``+klatt``, ...),
   speaking rates 130-250 wpm, pitches 15-85 and word gaps 0-40 ms, plus every English
   mbrola voice espeak-ng can drive that is installed (``apt-get install mbrola mbrola-us1 ...``;
-  the summary says which are missing). Kept out: flite and festival (the held-out
+  the summary says which are missing), and with ``--pico-share`` SVOX Pico's two English
+  voices (``apt-get install libttspico-utils``; off by default, README "Many voices,
+  augmented copies" says what it did). Kept out: flite and festival (the held-out
   synthesisers), every held-out espeak voice and variant (``HELDOUT_ESPEAK``: their base
   voices and variants entirely) and the demo corpus's unseen voice (``spk07``);
 - **captions**: a wider grammar than the demo's (word orders, fillers, requests, scene
@@ -26,7 +28,7 @@ family and the attributes its caption states.
 Usage (from the repo root)::
 
     .venv/bin/python scripts/make_foundation_corpus.py [--utterances N] [--out DIR]
-        [--captions K] [--seed S] [--workers W]
+        [--captions K] [--seed S] [--workers W] [--mbrola-share F] [--pico-share F]
 
 Deterministic for a given seed, synthesiser build and set of installed mbrola voices; the
 files do not depend on ``--workers``.
@@ -44,6 +46,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -105,6 +108,12 @@ MBROLA_VOICES = {
 }  # fmt: skip
 MBROLA_DIRS = (Path("/usr/share/mbrola"), Path("/usr/lib/mbrola"))
 MBROLA_SHARE = 0.25  # of the utterances, when mbrola voices are installed
+# SVOX Pico (``apt-get install libttspico-utils``, Debian non-free): a third synthesiser family,
+# statistical-parametric where espeak-ng is formant and mbrola diphone synthesis. Neither
+# held-out synthesiser (flite, festival) is it or is built on it. Off by default
+# (``--pico-share``), so the default corpus is the one the committed stages 2-3 trained on.
+PICO_VOICES = ("en-US", "en-GB")
+PICO_SHARE = 0.0
 
 
 def _split_voice(name: str) -> tuple[str, str]:
@@ -124,12 +133,12 @@ EXCLUDED_BASES = {_split_voice(v)[0] for v in (*HELDOUT_ESPEAK, HELD_OUT.voice)}
 class Speaker:
     """One foundation voice: espeak-ng voice name (with its variant) and synthesiser."""
 
-    engine: str  # espeak-ng | mbrola (driven through espeak-ng)
+    engine: str  # espeak-ng | mbrola (driven through espeak-ng) | pico (pico2wave)
     voice: str
 
     @property
     def name(self) -> str:
-        prefix = "" if self.engine == "mbrola" else "es-"  # mbrola voices are mb-...
+        prefix = {"mbrola": "", "pico": "pico-"}.get(self.engine, "es-")  # mbrola: mb-...
         return prefix + self.voice.replace("+", "_")
 
 
@@ -173,6 +182,13 @@ def mbrola_speakers() -> tuple[list[Speaker], list[str]]:
         else:
             missing.append(db)
     return found, missing
+
+
+def pico_speakers() -> tuple[list[Speaker], list[str]]:
+    """(Pico's English voices if ``pico2wave`` is installed, else none and its package)."""
+    if shutil.which("pico2wave") is None:
+        return [], ["pico (libttspico-utils)"]
+    return [Speaker("pico", v) for v in PICO_VOICES], []
 
 
 # ---------------------------------------------------------------- captions
@@ -455,14 +471,15 @@ def make_utterances(  # noqa: PLR0913 - the corpus's knobs
     n_max: int,
     rng: random.Random,
     mbrola_share: float = MBROLA_SHARE,
+    pico_share: float = PICO_SHARE,
 ) -> list[dict]:
     """``per_image`` captions per image (``n_max`` in all), each from another family;
-    speakers drawn so every speaker speaks about as often (mbrola voices
-    ``mbrola_share`` of the time when installed)."""
+    speakers drawn so every speaker speaks about as often (Pico voices ``pico_share`` of the
+    time, mbrola voices ``mbrola_share`` of the rest, when installed). With ``pico_share``
+    0 the random draws are those of a corpus without Pico."""
     families = list(FAMILIES)
-    espeak = [s for s in speakers if s.engine == "espeak-ng"]
-    mbrola = [s for s in speakers if s.engine == "mbrola"]
-    decks: dict[str, list[Speaker]] = {"espeak-ng": [], "mbrola": []}
+    pool = {e: [s for s in speakers if s.engine == e] for e in ("espeak-ng", "mbrola", "pico")}
+    decks: dict[str, list[Speaker]] = {e: [] for e in pool}
     utts = []
     for row in sorted(rows, key=lambda r: r["image"]):
         start = rng.randrange(len(families))
@@ -481,15 +498,22 @@ def make_utterances(  # noqa: PLR0913 - the corpus's knobs
             )
             if heldout_phrasing(text):
                 raise AssertionError(f"caption {text!r} is a held-out phrasing")
-            engine = "mbrola" if mbrola and rng.random() < mbrola_share else "espeak-ng"
+            if pool["pico"] and pico_share and rng.random() < pico_share:
+                engine = "pico"
+            elif pool["mbrola"] and rng.random() < mbrola_share:
+                engine = "mbrola"
+            else:
+                engine = "espeak-ng"
             if not decks[engine]:  # deal the voices out in shuffled rounds: balanced use
-                decks[engine] = list(mbrola if engine == "mbrola" else espeak)
+                decks[engine] = list(pool[engine])
                 rng.shuffle(decks[engine])
             speaker = decks[engine].pop()
             stem = row["image"].removesuffix(".jpg")
             utt = {"wav": f"{stem}_{n}.wav", "image": row["image"], "n": n, "text": text}
             utt.update(split=row["split"], family=family, speaker=speaker, stated=stated(template))
-            if engine == "mbrola":  # mbrola diphones break up at extreme rates
+            if engine == "pico":  # pico2wave's <speed>/<pitch> levels, in % of its default
+                utt.update(speed=rng.randint(75, 135), pitch=rng.randint(65, 145), gap=0)
+            elif engine == "mbrola":  # mbrola diphones break up at extreme rates
                 utt.update(speed=rng.randint(130, 220), pitch=rng.randint(30, 70), gap=0)
             else:
                 utt.update(speed=rng.randint(130, 250), pitch=rng.randint(15, 85))
@@ -498,23 +522,36 @@ def make_utterances(  # noqa: PLR0913 - the corpus's knobs
     return utts
 
 
-def synthesize(job: tuple[str, str, int, int, int]) -> np.ndarray:
-    """Speak ``(text, voice, wpm, pitch, word gap)`` with espeak-ng (mbrola voices too);
-    trimmed (50 ms margin), 16 kHz float32."""
-    text, voice, speed, pitch, gap = job
-    cmd = ["espeak-ng", "--stdout", "-v", voice, "-s", str(speed), "-p", str(pitch)]
-    cmd += ["-g", str(gap), text]
-    wav = subprocess.run(cmd, check=True, capture_output=True).stdout
+def _pico(text: str, voice: str, speed: int, pitch: int) -> bytes:
+    """pico2wave writes only to a file: a temporary one, read back and removed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "utt.wav"
+        markup = f"<pitch level='{pitch}'><speed level='{speed}'>{text}</speed></pitch>"
+        subprocess.run(["pico2wave", "-l", voice, "-w", str(path), markup], check=True)
+        return path.read_bytes()
+
+
+def synthesize(job: tuple[str, str, str, int, int, int]) -> np.ndarray:
+    """Speak ``(engine, text, voice, rate, pitch, word gap)`` with espeak-ng (mbrola voices
+    too) or pico2wave; trimmed (50 ms margin), 16 kHz float32."""
+    engine, text, voice, speed, pitch, gap = job
+    if engine == "pico":
+        wav = _pico(text, voice, speed, pitch)
+    else:
+        cmd = ["espeak-ng", "--stdout", "-v", voice, "-s", str(speed), "-p", str(pitch)]
+        cmd += ["-g", str(gap), text]
+        wav = subprocess.run(cmd, check=True, capture_output=True).stdout
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     if not len(audio) or not np.abs(audio).max() > 0:
-        raise RuntimeError(f"espeak-ng voice {voice!r} produced no audio for {text!r}")
+        raise RuntimeError(f"{engine} voice {voice!r} produced no audio for {text!r}")
     return trim_and_resample(audio, rate, OUT_RATE).astype(np.float32)
 
 
-def _job(utt: dict) -> tuple[str, str, int, int, int]:
-    return utt["text"], utt["speaker"].voice, utt["speed"], utt["pitch"], utt["gap"]
+def _job(utt: dict) -> tuple[str, str, str, int, int, int]:
+    speaker = utt["speaker"]
+    return speaker.engine, utt["text"], speaker.voice, utt["speed"], utt["pitch"], utt["gap"]
 
 
 # ---------------------------------------------------------------- summary
@@ -564,7 +601,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
-        "--mbrola-share", type=float, default=MBROLA_SHARE, help="of the utterances"
+        "--mbrola-share", type=float, default=MBROLA_SHARE, help="of the non-Pico utterances"
+    )
+    parser.add_argument(
+        "--pico-share", type=float, default=PICO_SHARE, help="of the utterances (pico2wave)"
     )
     args = parser.parse_args()
     if args.utterances < 1 or args.captions < 1 or args.workers < 1:
@@ -576,10 +616,15 @@ def main() -> None:
     espeak, missing = espeak_speakers()
     mbrola, missing_mbrola = mbrola_speakers()
     missing += [f"mbrola {db}" for db in missing_mbrola]
-    speakers = espeak + mbrola
+    pico = pico_speakers()[0] if args.pico_share else []
+    if args.pico_share and not pico:
+        raise SystemExit("--pico-share needs pico2wave: apt-get install libttspico-utils")
+    speakers = espeak + mbrola + pico
     rng = random.Random(args.seed)
     rows = make_images(math.ceil(args.utterances / args.captions), rng)
-    utts = make_utterances(rows, args.captions, speakers, args.utterances, rng, args.mbrola_share)
+    utts = make_utterances(
+        rows, args.captions, speakers, args.utterances, rng, args.mbrola_share, args.pico_share
+    )
 
     out: Path = args.out
     audio = write_layout(out, rows, utts, lambda r: r["background"], lambda u: u["speaker"].name)
@@ -605,7 +650,8 @@ def main() -> None:
     (out / "README.md").write_text(
         "# foundation corpus\n\nTraining data for the demo's stand-in models, generated by "
         f"`scripts/make_foundation_corpus.py --utterances {args.utterances} --captions "
-        f"{args.captions} --seed {args.seed} --mbrola-share {args.mbrola_share}` (see its "
+        f"{args.captions} --seed {args.seed} --mbrola-share {args.mbrola_share} --pico-share "
+        f"{args.pico_share}` (see its "
         "docstring); not shipped.\n\n{table}\n",
         encoding="ascii",
     )

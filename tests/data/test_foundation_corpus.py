@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kedro.runner import SequentialRunner
 
@@ -187,6 +188,33 @@ def test_without_mbrola_every_database_is_reported_missing_and_espeak_speaks_all
     rows = fc.make_images(10, random.Random(0))
     utts = fc.make_utterances(rows, 3, [fc.Speaker("espeak-ng", "en-us")], 30, random.Random(0))
     assert {u["speaker"].engine for u in utts} == {"espeak-ng"}
+
+
+def test_pico_share_zero_leaves_the_corpus_as_it_was_and_a_share_gives_pico_its_part():
+    rows = fc.make_images(100, random.Random(0))
+    base = [fc.Speaker("espeak-ng", "en-us"), fc.Speaker("mbrola", "mb-us1")]
+    pico = [fc.Speaker("pico", v) for v in fc.PICO_VOICES]
+
+    def draw(speakers, share):
+        utts = fc.make_utterances(rows, 3, speakers, 300, random.Random(4), pico_share=share)
+        return [(u["text"], u["speaker"], u["speed"], u["pitch"], u["gap"]) for u in utts]
+
+    # the committed stages trained on a corpus made without Pico: share 0 draws exactly it
+    assert draw(base + pico, 0.0) == draw(base, 0.0)
+    mixed = draw(base + pico, 0.5)
+    picos = [u for u in mixed if u[1].engine == "pico"]
+    assert 0.4 * len(mixed) < len(picos) < 0.6 * len(mixed)
+    assert {u[1].voice for u in picos} == set(fc.PICO_VOICES)
+    assert all(75 <= u[2] <= 135 and 65 <= u[3] <= 145 and u[4] == 0 for u in picos)
+    assert {u[1].name for u in picos} == {f"pico-{v}" for v in fc.PICO_VOICES}
+
+
+@pytest.mark.skipif(shutil.which("pico2wave") is None, reason="pico2wave not installed")
+def test_pico_speaks_16k_audio_with_its_rate_and_pitch_markup():
+    slow = fc.synthesize(("pico", "a red circle", "en-US", 80, 100, 0))
+    fast = fc.synthesize(("pico", "a red circle", "en-US", 130, 100, 0))
+    assert slow.dtype == np.float32 and np.abs(slow).max() > 0.05
+    assert len(slow) > 1.3 * len(fast)  # <speed level> is honoured
 
 
 def test_the_diffusion_stand_in_captions_never_say_what_the_heldout_corpus_says():
