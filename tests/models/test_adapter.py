@@ -298,6 +298,39 @@ def test_distillation_loss():
         distillation_loss(pred, target, eos[:2])
 
 
+def test_distillation_loss_tail_term_weighs_the_rows_from_eos_on():
+    target = torch.zeros(2, T, HIDDEN)
+    pred = torch.zeros(2, T, HIDDEN)
+    pred[0, 10:] = 1.0  # item 0: error 1 on rows 10..76 (67 rows)
+    pred[1, :5] = 2.0  # item 1: error 2 on rows 0..4 only, before its tail
+    tail_from = torch.tensor([10, 5])
+    # by hand: tail rows are 67 (item 0) + 72 (item 1) = 139, squared error 67 * 1 on them;
+    # the MSE over all rows is (67 * 1 + 5 * 4) / (2 * 77)
+    mse = (67 + 20) / (2 * T)
+    tail = 67 / 139
+    got = distillation_loss(pred, target, cos_weight=0.0, tail_weight=2.0, tail_from=tail_from)
+    assert got.item() == pytest.approx(mse + 2.0 * tail)
+    assert distillation_loss(pred, target, cos_weight=0.0).item() == pytest.approx(mse)
+    with pytest.raises(ValueError, match="tail_from"):
+        distillation_loss(pred, target, tail_weight=1.0)
+    with pytest.raises(ValueError, match="tail_weight"):
+        AdapterConfig(tail_weight=-1.0)
+
+
+def test_caption_eos_rows_find_each_captions_eos(tmp_path):
+    from wavy_pipeline.adapter.distillation import caption_eos_rows
+    from wavy_pipeline.models.foundation_clip import build_clip_tokenizer
+
+    captions = ["a red circle", "the blue square is on the left", "a red circle"]
+    tokenizer = build_clip_tokenizer(captions, tmp_path)
+    rows = caption_eos_rows(tokenizer, captions, 77)
+    assert set(rows) == set(captions)
+    for caption, row in rows.items():
+        ids = tokenizer(caption).input_ids  # BOS, the words, EOS
+        assert row == len(ids) - 1
+    assert rows["the blue square is on the left"] > rows["a red circle"]
+
+
 def test_target_retrieval_can_fail():
     g = torch.Generator().manual_seed(0)
     gallery = torch.randn(8, T, HIDDEN, generator=g) + 5.0  # large shared part

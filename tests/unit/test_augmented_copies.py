@@ -108,9 +108,16 @@ def test_prompt_pairs_of_copies_take_the_source_captions_target(tmp_path):
         "speech", "layers", ["a~aug1", "b~aug1"], np.arange(4, dtype=np.float32).reshape(2, 1, 1, 2)
     )
     targets = store("targets", "hidden", ["a", "b"], np.array([[[1.0]], [[2.0]]], np.float32))
-    rows = copy_rows(pd.DataFrame({"utterance_id": ["a", "b"]}), ["b~aug1", "a~aug1"])
+    rows = copy_rows(
+        pd.DataFrame({"utterance_id": ["a", "b"], "caption": ["a one", "a two words"]}),
+        ["b~aug1", "a~aug1"],
+    )
     pairs = PromptPairs(rows, speech, targets)
     assert [float(pairs[i]["target"].sum()) for i in range(2)] == [2.0, 1.0]  # b's, then a's
+    assert "tail_from" not in pairs[0]
+    # with the captions' EOS rows each copy carries its source caption's
+    tails = PromptPairs(rows, speech, targets, {"a one": 3, "a two words": 4})
+    assert [int(tails[i]["tail_from"]) for i in range(2)] == [4, 3]
     assert [pairs[i]["speech"].flatten().tolist() for i in range(2)] == [[2.0, 3.0], [0.0, 1.0]]
     # rows without a source_id (the corpus's own) take their own target
     own = store("own", "layers", ["a", "b"], np.zeros((2, 1, 1, 2), np.float32))
@@ -134,3 +141,14 @@ def test_training_sets_gain_the_copies_of_train_utterances_only():
     assert isinstance(dataset, ConcatDataset) and len(dataset) == 3
     assert ids == ["a~aug1", "a~aug2"] and made[0]["source_id"].tolist() == ["a", "a"]
     assert _with_copies([0], train, None, lambda rows: rows) == ([0], [])
+
+
+def test_the_adapter_node_refuses_a_tail_weight_without_the_tokenizer():
+    from types import SimpleNamespace
+
+    from wavy_pipeline.pipelines.speechclip.nodes import train_speech_adapter
+
+    targets = SimpleNamespace(meta={"specs": {"hidden": [[77, 8], "float16"]}})
+    params = {"model": {"tail_weight": 2.0}}
+    with pytest.raises(ValueError, match="diffusion@tokenizer"):
+        train_speech_adapter(None, None, targets, pd.DataFrame(), 0, params, None, None)

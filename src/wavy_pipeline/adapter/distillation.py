@@ -8,10 +8,15 @@ the ``speechclip`` pipeline's ``train_speech_adapter`` node calls both; its para
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
 import pandas as pd
 import torch
 
 from wavy_pipeline.core.arrays import ArrayStore
+from wavy_pipeline.models.adapter import eos_positions
 from wavy_pipeline.speechclip.alignment import CacheRows
 
 
@@ -21,15 +26,38 @@ class PromptPairs(CacheRows):
     a ``source_id`` (augmented copies, ``features/augmented.py``) take that utterance's
     caption target."""
 
-    def __init__(self, utterances: pd.DataFrame, speech: ArrayStore, targets: ArrayStore):
+    def __init__(
+        self,
+        utterances: pd.DataFrame,
+        speech: ArrayStore,
+        targets: ArrayStore,
+        tail_from: Mapping[str, int] | None = None,
+    ):
+        """``tail_from``: caption → the row its tail starts at (:func:`caption_eos_rows`);
+        given, every item has a ``"tail_from"`` for the adapter loss's tail term."""
         ids = utterances["utterance_id"].tolist()
         sources = utterances["source_id"].tolist() if "source_id" in utterances else ids
-        super().__init__(
-            {
-                "speech": (speech["layers"], speech.rows(ids)),
-                "target": (targets["hidden"], targets.rows(sources)),
-            }
-        )
+        columns = {
+            "speech": (speech["layers"], speech.rows(ids)),
+            "target": (targets["hidden"], targets.rows(sources)),
+        }
+        if tail_from is not None:
+            rows = np.array([tail_from[c] for c in utterances["caption"]], dtype=np.int64)
+            columns["tail_from"] = (rows, np.arange(len(rows)))
+        super().__init__(columns)
+
+
+def caption_eos_rows(tokenizer: Any, captions: Iterable[str], length: int) -> dict[str, int]:
+    """Each caption's EOS row in its ``length``-token prompt, tokenised as SD's
+    ``encode_prompt`` does (padding to ``length``, truncation): where its tail starts."""
+    unique = sorted(set(captions))
+    if not unique:
+        return {}
+    ids = tokenizer(
+        unique, padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    ).input_ids
+    rows = eos_positions(ids, tokenizer.eos_token_id)
+    return dict(zip(unique, rows.tolist(), strict=True))
 
 
 def caption_gallery(

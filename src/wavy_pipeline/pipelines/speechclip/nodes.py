@@ -10,7 +10,7 @@ from accelerate.utils import set_seed
 from matplotlib.figure import Figure
 from torch.utils.data import ConcatDataset, Dataset
 
-from wavy_pipeline.adapter.distillation import PromptPairs, caption_gallery
+from wavy_pipeline.adapter.distillation import PromptPairs, caption_eos_rows, caption_gallery
 from wavy_pipeline.core.arrays import ArrayStore
 from wavy_pipeline.features.augmented import copy_rows
 from wavy_pipeline.models.adapter import (
@@ -180,22 +180,33 @@ def train_speech_adapter(  # noqa: PLR0913, PLR0917 - a node's inputs
     seed: int,
     params: dict[str, Any],
     augmented_speech_features: ArrayStore | None = None,
+    tokenizer: Any | None = None,
 ) -> tuple[SpeechPromptAdapter, pd.DataFrame]:
     """Distil the speech → ``prompt_embeds`` adapter toward the diffusion text encoder's
     output for the paired caption, on the train split and the augmented copies of its
-    speech; early-stop on dev caption retrieval (R@1)."""
+    speech; early-stop on dev caption retrieval (R@1). ``tokenizer`` (the diffusion
+    model's) finds each caption's EOS row for the loss's tail term (``tail_weight``)."""
+    (length, dim) = prompt_targets.meta["specs"]["hidden"][0]
+    config = AdapterConfig(text_dim=dim, **params["model"])
+    tail_from = None
+    if config.tail_weight:
+        if tokenizer is None:
+            raise ValueError(
+                "speech_adapter.model.tail_weight > 0 needs the diffusion tokenizer (the "
+                "node's `diffusion@tokenizer` input) to find each caption's EOS row"
+            )
+        tail_from = caption_eos_rows(tokenizer, utterances["caption"], length)
     train_rows = split(utterances, "train", speech_features.keys)
     augmented = augmented_speech_features
     train, copy_ids = _with_copies(
-        PromptPairs(train_rows, speech_features, prompt_targets),
+        PromptPairs(train_rows, speech_features, prompt_targets, tail_from),
         train_rows,
         augmented,
-        lambda rows: PromptPairs(rows, augmented, prompt_targets),
+        lambda rows: PromptPairs(rows, augmented, prompt_targets, tail_from),
     )
     dev_rows = split(utterances, "dev", speech_features.keys)
     dev = PromptPairs(dev_rows, speech_features, prompt_targets).stacked()
     gallery, index = caption_gallery(dev_rows, prompt_targets)
-    config = AdapterConfig(text_dim=prompt_targets.meta["specs"]["hidden"][0][1], **params["model"])
     set_seed(seed)  # the model's initial weights
     adapter = SpeechPromptAdapter(config, speechclip_model)
     result = train_adapter(

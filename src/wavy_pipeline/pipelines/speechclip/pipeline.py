@@ -56,6 +56,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                     "params:speech_adapter",
                     "augmented_speech_features",
+                    "diffusion@tokenizer",
                 ],
                 outputs=["speech_adapter", "adapter_history"],
                 name="train_speech_adapter",
