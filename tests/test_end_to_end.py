@@ -72,7 +72,8 @@ def test_default_run_goes_from_speech_to_images_and_a_report(demo_project):
     # CLIP's own vocabulary, the foundation corpus and inserted words; 0.61 before)
     assert evaluation["heldout"]["attribute_accuracy"]["text"]["color"] >= 0.9
     # speech-made against text-made on each stated attribute (issue 11 asks 0.9x; measured
-    # 0.99 / 1.03 / 1.00 / 0.91x, and position is over 12 captions, so 0.8x leaves a caption)
+    # 1.00 / 1.00 / 0.90 / 0.91x, and position is over 12 captions, size over 30, so 0.8x
+    # leaves a caption of margin for another machine's rounding)
     for attribute in ("color", "shape", "size", "position"):
         assert accuracy["speech"][attribute] >= 0.8 * accuracy["text"][attribute]
     assert evaluation["clip_score_ratio_speech_to_text"] >= 0.85
