@@ -59,8 +59,9 @@ tokens): :func:`distillation_loss` =
 with defaults ``mse_weight = 1``, ``cos_weight = 0.1``, ``tail_weight = 0`` (the demo sets
 5). The tail term is there because the demo's UNet reads a caption's *position* from its
 EOS and padding states: swapping the text-made tail into speech-made ``prompt_embeds``
-brings speech-made position from 0.67 to 0.95 (dev + test, 3 seeds, README "Speech adapter"). The MSE is what the UNet consumes (all
-77 states, absolute scale, incl. the padding states after EOS that SD attends to); the cosine
+brings speech-made position from 0.67 to 0.95 (dev + test, 3 seeds, README "Speech
+adapter"). The MSE is what the UNet consumes (all 77 states, absolute scale, incl. the
+padding states after EOS that SD attends to); the cosine
 is a scale-free auxiliary on the one state CLIP pools (the EOS state carries the caption's
 meaning). For unit-scale states and equal weights its gradient on the EOS row is ~T/2 ~ 40x
 the MSE's there (the MSE is averaged over T = 77 rows), so 0.1 already gives that row ~5x the

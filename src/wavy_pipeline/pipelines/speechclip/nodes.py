@@ -186,7 +186,7 @@ def train_speech_adapter(  # noqa: PLR0913, PLR0917 - a node's inputs
     output for the paired caption, on the train split and the augmented copies of its
     speech; early-stop on dev caption retrieval (R@1). ``tokenizer`` (the diffusion
     model's) finds each caption's EOS row for the loss's tail term (``tail_weight``)."""
-    (length, dim) = prompt_targets.meta["specs"]["hidden"][0]
+    length, dim = prompt_targets.meta["specs"]["hidden"][0]
     config = AdapterConfig(text_dim=dim, **params["model"])
     tail_from = None
     if config.tail_weight:
