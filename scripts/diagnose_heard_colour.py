@@ -15,20 +15,17 @@ Usage (after a default ``kedro run`` in the project folder)::
 from __future__ import annotations
 
 import argparse
-import logging
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
-from wavy_pipeline.generation.generate import prepare_pipeline, utterance_seed
-from wavy_pipeline.metrics.attribute_judge import AttributeJudge
+from wavy_pipeline.generation.generate import utterance_seed
 from wavy_pipeline.models.foundation_hubert import transcribe
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts
+from latest_models import drawing, load_latest  # noqa: E402
 
 
 def main() -> None:
@@ -36,27 +33,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("kedro").setLevel(logging.WARNING)
-    bootstrap_project(ROOT)
-    with KedroSession.create(project_path=ROOT) as session:
-        context = session.load_context()
-        catalog, params = context.catalog, context.params
-        pipe = catalog.load("diffusion@pipeline")
-        processor = catalog.load("speech_encoder@processor")
-        ctc = catalog.load("speech_encoder@ctc")
-        adapter = catalog.load("speech_adapter").eval()
-        speech = catalog.load("heldout.speech_features")
-        utterances = catalog.load("heldout.utterances")
-        inputs = catalog.load("heldout.hubert_inputs")
-    judge = AttributeJudge(
-        palette={k: tuple(v) for k, v in params["evaluation"]["palette"].items()}
+    loaded, params = load_latest(
+        {
+            "diffusion@pipeline": None,
+            "speech_encoder@processor": None,
+            "speech_encoder@ctc": None,
+            "speech_adapter": None,
+            "heldout.speech_features": None,
+            "heldout.utterances": None,
+            "heldout.hubert_inputs": None,
+        }
     )
-    options = {
-        "num_inference_steps": params["generation"]["steps"],
-        "guidance_scale": params["generation"]["guidance_scale"],
-    }
-    prepare_pipeline(pipe, device="cpu", dtype="auto")
+    pipe, processor, ctc, adapter, speech, utterances, inputs = loaded.values()
+    adapter.eval()
+    judge, options = drawing(pipe, params)
     rows = utterances[utterances["utterance_id"].isin(speech.keys)].reset_index(drop=True)
     ids = rows["utterance_id"].tolist()
     rows["transcript"] = transcribe(ctc, processor, [inputs.values(u) for u in ids])

@@ -23,21 +23,18 @@ Usage (after a default ``kedro run`` in the project folder)::
 from __future__ import annotations
 
 import argparse
-import logging
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from wavy_pipeline.adapter.distillation import caption_eos_rows
-from wavy_pipeline.generation.generate import prepare_pipeline, utterance_seed
-from wavy_pipeline.metrics.attribute_judge import AttributeJudge
+from wavy_pipeline.generation.generate import utterance_seed
 from wavy_pipeline.metrics.retrieval import attributes_named
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts
+from latest_models import drawing, load_latest  # noqa: E402
 
 
 def main() -> None:
@@ -49,25 +46,18 @@ def main() -> None:
         "--adapter-version", default=None, help="a speech_adapter version (default: latest)"
     )
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("kedro").setLevel(logging.WARNING)
-    bootstrap_project(ROOT)
-    with KedroSession.create(project_path=ROOT) as session:
-        context = session.load_context()
-        catalog, params = context.catalog, context.params
-        pipe = catalog.load("diffusion@pipeline")
-        adapter = catalog.load("speech_adapter", version=args.adapter_version).eval()
-        speech = catalog.load("speech_features")
-        utterances = catalog.load("utterances")
-    vocabulary = params["evaluation"]["attribute_vocabulary"]
-    judge = AttributeJudge(
-        palette={k: tuple(v) for k, v in params["evaluation"]["palette"].items()}
+    loaded, params = load_latest(
+        {
+            "diffusion@pipeline": None,
+            "speech_adapter": args.adapter_version,
+            "speech_features": None,
+            "utterances": None,
+        }
     )
-    options = {
-        "num_inference_steps": params["generation"]["steps"],
-        "guidance_scale": params["generation"]["guidance_scale"],
-    }
-    prepare_pipeline(pipe, device="cpu", dtype="auto")
+    pipe, adapter, speech, utterances = loaded.values()
+    adapter.eval()
+    vocabulary = params["evaluation"]["attribute_vocabulary"]
+    judge, options = drawing(pipe, params)
     rows = utterances[
         utterances["split"].isin(args.splits)
         & utterances["utterance_id"].isin(speech.keys)
